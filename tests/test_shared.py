@@ -1,0 +1,147 @@
+"""Behaviour every script shares (../shared/STYLE.md): flags, run folders, TensorBoard keys, saving,
+evaluation, seeding, progress output and errors. Each script built so far has an entry in SCRIPTS."""
+
+import dataclasses
+import importlib
+import os
+import re
+
+import pytest
+import torch
+from conftest import ROOT, run_script, scalars
+
+# script -> a run that takes seconds, the keys it must log, and bad inputs with the flag the error must name
+SCRIPTS = {
+    "reinforce.py": {
+        "tiny": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 128},
+        "keys": [
+            "charts/episodic_return",
+            "charts/episodic_length",
+            "charts/SPS",
+            "losses/policy_loss",
+            "losses/value_loss",
+            "losses/entropy",
+            "losses/explained_variance",
+        ],
+        "bad": [
+            (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--num-envs", "-1"], "--num-envs"),
+            (["--num-steps", "0"], "--num-steps"),
+            (["--total-timesteps", "100", "--num-envs", "4", "--num-steps", "64"], "--total-timesteps"),
+            (["--gamma", "1.5"], "--gamma"),
+            (["--learning-rate", "0"], "--learning-rate"),
+            (["--env-id", "CartPol-v1"], "--env-id"),
+            (["--env-id", "FrozenLake-v1"], "--env-id"),  # Discrete observations: not supported
+            (["--env-id", "Blackjack-v1"], "--env-id"),  # Tuple observations: not supported
+            (["--env-id", "CarRacing-v3"], "--env-id"),  # needs Box2D: unsupported or not installed
+            (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
+            (["--eval-episodes", "-1"], "--eval-episodes"),
+        ],
+    },
+}
+ALL = list(SCRIPTS)
+
+
+def load(script: str):
+    return importlib.import_module(script.removesuffix(".py"))
+
+
+def tiny_args(script: str, **overrides):
+    module = load(script)
+    return module.Args(**{**SCRIPTS[script]["tiny"], "progress": False, "cuda": False, **overrides})
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_help_documents_every_flag(script, tmp_path):
+    result = run_script(script, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stdout).split())  # drop rich's box, join wrapped lines
+    for field in dataclasses.fields(load(script).Args):
+        flag = "--" + field.name.replace("_", "-")
+        if not field.init:  # derived values are not flags
+            assert flag not in help_text
+            continue
+        assert flag in help_text, f"{flag} missing from --help"
+    # every flag has a docstring: tyro prints it, so the first words of each must appear
+    source = (ROOT / script).read_text()
+    docs = dict(re.findall(r"^    (\w+): [^\n]+\n    \"\"\"([^\n]+)\"\"\"", source, re.MULTILINE))
+    flags = [f.name for f in dataclasses.fields(load(script).Args) if f.init]
+    assert set(flags) <= set(docs), f"fields without a docstring: {set(flags) - set(docs)}"
+    for name, doc in [(name, docs[name]) for name in flags]:
+        assert " ".join(doc.split()[:4]) in help_text, f"docstring of {name} not in --help"
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_short_run_writes_standard_keys(script, in_tmp):
+    result = load(script).main(tiny_args(script, eval_episodes=2))
+    run_dir = result["run_dir"]
+    env_id = SCRIPTS[script]["tiny"].get("env_id", load(script).Args.env_id)
+    assert re.fullmatch(rf"runs/{re.escape(env_id)}__{script[:-3]}__1__\d{{10}}", run_dir)
+    logged = scalars(run_dir)
+    for key in SCRIPTS[script]["keys"] + ["eval/episodic_return"]:
+        assert key in logged, f"{key} not logged"
+    assert len(logged["eval/episodic_return"]) == 2
+    # the logged episodic returns are those main saw, at increasing steps
+    assert [v for _, v in logged["charts/episodic_return"]] == pytest.approx(result["episodic_returns"])
+    steps = [s for s, _ in logged["charts/episodic_return"]]
+    assert steps == sorted(steps) and steps[-1] <= result["global_step"]
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_save_model_and_evaluate_it(script, in_tmp):
+    result = load(script).main(tiny_args(script, save_model=True, eval_episodes=3))
+    path = os.path.join(result["run_dir"], "model.pt")
+    state = torch.load(path, weights_only=False)
+    assert state["args"]["seed"] == 1 and len(result["eval_returns"]) == 3
+    assert not [f for f in os.listdir(result["run_dir"]) if f.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_same_seed_same_returns_and_separate_run_folders(script, in_tmp):
+    a = load(script).main(tiny_args(script, seed=7, eval_episodes=0))
+    b = load(script).main(tiny_args(script, seed=7, eval_episodes=0))
+    c = load(script).main(tiny_args(script, seed=8, eval_episodes=0))
+    assert len(a["episodic_returns"]) > 5
+    assert a["episodic_returns"] == b["episodic_returns"]
+    assert a["episodic_returns"] != c["episodic_returns"]
+    assert a["run_dir"] != b["run_dir"]  # two runs in the same second never share (or overwrite) a folder
+
+
+@pytest.mark.parametrize("script,flags,flag", [(s, f, n) for s in ALL for f, n in SCRIPTS[s]["bad"]])
+def test_bad_input_exits_2_naming_the_flag(script, flags, flag, tmp_path):
+    result = run_script(script, *flags, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0], result.stderr
+    assert not os.path.exists(tmp_path / "runs"), "bad input must write nothing"
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_capture_video_without_moviepy_is_a_clear_error(script, in_tmp, monkeypatch, capsys):
+    module = load(script)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda n, *a: None if n == "moviepy" else real(n, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(tiny_args(script, capture_video=True))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--capture-video" in err and "pip install moviepy" in err
+    assert not os.path.exists("runs")
+
+
+@pytest.mark.parametrize("script", ALL)
+@pytest.mark.skipif(importlib.util.find_spec("moviepy") is None, reason="moviepy not installed")
+def test_capture_video_records_evaluation(script, in_tmp):
+    result = load(script).main(tiny_args(script, capture_video=True, eval_episodes=1))
+    assert any(f.endswith(".mp4") for f in os.listdir(os.path.join(result["run_dir"], "videos")))
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_progress_lines_when_not_a_terminal(script, in_tmp, capsys):
+    load(script).main(tiny_args(script, progress=True, eval_episodes=0))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "SPS" in line]
+    assert lines and re.search(r"step \d+/\d+ \| \d+ SPS \| ETA \d+s", lines[-1])
+    load(script).main(tiny_args(script, progress=False, eval_episodes=0))
+    assert "SPS" not in capsys.readouterr().out
