@@ -98,10 +98,11 @@ class Args:
     """gymnasium environment id, with a Discrete or Box action space"""
     total_timesteps: int = 200_000
     """total environment steps, summed over all environments"""
-    num_envs: int = 8
+    num_envs: int = 4
     """parallel environments (gymnasium SyncVectorEnv)"""
-    num_steps: int = 64
-    """environment steps taken in each environment per update (batch = num_envs * num_steps)"""
+    num_steps: int = 512
+    """environment steps taken in each environment per update (batch = num_envs * num_steps); keep it longer
+    than most episodes, so that few are cut by the end of a rollout"""
     # Algorithm
     gamma: float = 0.99
     """discount factor, in [0, 1]"""
@@ -187,8 +188,8 @@ class Policy(nn.Module):
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.net(obs)
-        if self.discrete:
-            return torch.multinomial(out.softmax(-1), 1).squeeze(-1)
+        if self.discrete:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits), and faster than multinomial
+            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         return out + self.log_std.exp() * torch.randn_like(out)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:

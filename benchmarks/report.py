@@ -100,11 +100,11 @@ def main():
                     "rss": job["peak_rss_mb"],
                 }
             )
-        grid = np.linspace(0, min(p["steps"][-1] for p in per_seed), args.points).astype(int)
-        seeds = np.stack([np.interp(grid, p["steps"], p["smooth"], left=np.nan) for p in per_seed])
-        stats = [np.nanmean(seeds, 0), np.nanstd(seeds, 0), np.nanmin(seeds, 0), np.nanmax(seeds, 0)]
-        with np.errstate(all="ignore"):
-            table = np.column_stack([grid, *stats, seeds.T])
+        first, last = max(p["steps"][0] for p in per_seed), min(p["steps"][-1] for p in per_seed)
+        grid = np.linspace(first, last, args.points).astype(int)  # the steps where every seed has a value
+        seeds = np.stack([np.interp(grid, p["steps"], p["smooth"]) for p in per_seed])
+        stats = [seeds.mean(0), seeds.std(0), seeds.min(0), seeds.max(0)]
+        table = np.column_stack([grid, *stats, seeds.T])
         header = ",".join(["step", "mean", "std", "min", "max"] + [f"seed_{p['seed']}" for p in per_seed])
         csv_path = out / f"{script.removesuffix('.py')}__{env_id}__{variant}.csv"
         np.savetxt(csv_path, table, delimiter=",", header=header, comments="", fmt="%.6g")

@@ -116,6 +116,19 @@ def test_gaussian_policy_samples_have_the_stated_mean_and_std():
     )
 
 
+def test_categorical_policy_samples_follow_the_softmax():
+    """Gumbel-max sampling: each action's frequency within 4 standard errors of softmax(logits)."""
+    torch.manual_seed(0)
+    policy = R.Policy(4, gym.spaces.Discrete(3), 8)
+    with torch.no_grad():
+        policy.net[-1].weight.zero_()
+        policy.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        n = 100_000
+        freq = torch.bincount(policy.sample(torch.zeros(n, 4)), minlength=3) / n
+    p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
+    assert ((freq - p).abs() < 4 * (p * (1 - p) / n).sqrt()).all(), (freq, p)
+
+
 def collect_episodes(policy, value, episodes, seed):
     """Whole CartPole episodes with the given policy: obs, actions, reward-to-go (bootstrapped at truncation)."""
     env = gym.make("CartPole-v1")

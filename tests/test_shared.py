@@ -64,7 +64,7 @@ def test_help_documents_every_flag(script, tmp_path):
         assert flag in help_text, f"{flag} missing from --help"
     # every flag has a docstring: tyro prints it, so the first words of each must appear
     source = (ROOT / script).read_text()
-    docs = dict(re.findall(r"^    (\w+): [^\n]+\n    \"\"\"([^\n]+)\"\"\"", source, re.MULTILINE))
+    docs = dict(re.findall(r'^    (\w+): [^\n]+\n    """(.+?)"""', source, re.MULTILINE | re.DOTALL))
     flags = [f.name for f in dataclasses.fields(load(script).Args) if f.init]
     assert set(flags) <= set(docs), f"fields without a docstring: {set(flags) - set(docs)}"
     for name, doc in [(name, docs[name]) for name in flags]:
