@@ -188,7 +188,8 @@ def test_learned_baseline_lowers_gradient_variance_without_moving_its_mean(in_tm
 
     no_baseline = g * G[:, None]
     with_baseline = g * (G - v)[:, None]
-    assert with_baseline.var(0).sum() < 0.2 * no_baseline.var(0).sum()
+    ratio = (with_baseline.var(0).sum() / no_baseline.var(0).sum()).item()
+    assert ratio < 0.5, f"the baseline kept {ratio:.2f} of the variance"
 
     def mean_shift_ratio(b):
         """||mean_i g_i b_i||^2 over the sum of its squared standard errors: about 1 when b is a valid baseline."""
