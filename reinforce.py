@@ -24,7 +24,8 @@ Departures from the paper, all common practice (Spinning Up's VPG does the same)
 - The gamma^t factor in front of each term is dropped: a discounted *state weighting* helps nothing here.
 - Each update uses a fixed amount of experience, --num-steps from each of --num-envs environments, so an
   episode can be cut by the end of a rollout. Such a cut is treated like a time-limit truncation.
-- Advantages are normalised per batch (--norm-adv), and an entropy bonus is available (--ent-coef).
+- Advantages can be normalised per batch (--norm-adv, off by default), and an entropy bonus is available
+  (--ent-coef, 0 by default).
 - With --no-reward-to-go every step of an episode is weighted by the return from the episode's first step
   in the rollout, minus the baseline at that first state (the original REINFORCE; same mean, more variance).
 
@@ -110,11 +111,12 @@ class Args:
     """b(s) subtracted from the return: a learned value network V(s), or none"""
     reward_to_go: bool = True
     """weight log pi(a_t|s_t) by the return from t on (else by the return from the episode's first step)"""
-    norm_adv: bool = True
-    """normalise the advantages of each batch to mean 0, std 1"""
+    norm_adv: bool = False
+    """normalise the advantages of each batch to mean 0, std 1 (off: once every episode scores the same, the
+    advantages are noise, and normalising blows that noise up to full-size updates)"""
     ent_coef: float = 0.0
     """weight of the entropy bonus in the policy loss"""
-    learning_rate: float = 0.01
+    learning_rate: float = 0.003
     """Adam learning rate of the policy"""
     vf_learning_rate: float = 0.01
     """Adam learning rate of the value network"""
