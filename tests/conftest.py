@@ -32,8 +32,8 @@ def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
     """All scalars of a run folder, read with tensorboard's own reader: {tag: [(step, value), ...]}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (event_file,) = glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
-    acc = EventAccumulator(event_file, size_guidance={"scalars": 0})
+    assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), f"no event file in {run_dir}"
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})  # all event files, in order (resumed runs)
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 

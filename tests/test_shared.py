@@ -38,6 +38,35 @@ SCRIPTS = {
             (["--eval-episodes", "-1"], "--eval-episodes"),
         ],
     },
+    "actor_critic_gae.py": {
+        "tiny": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 8},
+        "keys": [
+            "charts/episodic_return",
+            "charts/episodic_length",
+            "charts/SPS",
+            "charts/learning_rate",
+            "losses/policy_loss",
+            "losses/value_loss",
+            "losses/entropy",
+            "losses/explained_variance",
+            "losses/grad_norm",
+        ],
+        "bad": [
+            (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--num-envs", "0"], "--num-envs"),
+            (["--total-timesteps", "100", "--num-envs", "16", "--num-steps", "8"], "--total-timesteps"),
+            (["--gae-lambda", "1.5"], "--gae-lambda"),
+            (["--gamma", "-0.1"], "--gamma"),
+            (["--max-grad-norm", "0"], "--max-grad-norm"),
+            (["--ent-coef", "-1"], "--ent-coef"),
+            (["--env-id", "CartPol-v1"], "--env-id"),
+            (["--env-id", "Blackjack-v1"], "--env-id"),
+            (["--env-id", "ALE/NotAGame-v5"], "--env-id"),
+            (["--env-id", "ALE/Pong-v5", "--capture-video"], "--capture-video"),
+            (["--resume", "no/such/checkpoint.pt"], "--resume"),
+            (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
+        ],
+    },
 }
 ALL = list(SCRIPTS)
 

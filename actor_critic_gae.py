@@ -1,0 +1,654 @@
+"""Synchronous advantage actor-critic (A2C) with Generalized Advantage Estimation, on many parallel envs.
+
+An actor pi_theta(a|s) and a critic V(s) learn together from short rollouts: T steps in each of N
+environments, then one gradient step. The policy gradient of REINFORCE, E[grad log pi(a_t|s_t) A_t], needs
+an estimate of the advantage A_t. The critic's one-step TD residual
+
+    delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)          (V(s_{t+1}) = 0 if the episode terminated at t)
+
+is one, with low variance but biased by V's errors. GAE (Schulman et al. 2015) averages all k-step
+estimates with weights (1 - lambda) lambda^(k-1), which sums to
+
+    A_t = sum_{l >= 0} (gamma lambda)^l delta_{t+l},  computed backwards as  A_t = delta_t + gamma lambda A_{t+1}
+
+lambda = 0 gives A_t = delta_t, the one-step TD residual (most bias, least variance). lambda = 1 telescopes:
+sum_l gamma^l delta_{t+l} = sum_l gamma^l r_{t+l} + gamma^k V(s_{t+k}) - V(s_t), the discounted return minus
+the value, i.e. REINFORCE with a baseline (Monte Carlo up to the end of the rollout, where it bootstraps).
+In between, lambda trades bias for variance. The loss, one optimiser step per rollout, is
+
+    L = -mean(log pi(a_t|s_t) A_t) + vf_coef * mean((V(s_t) - (A_t + V_old(s_t)))^2) - ent_coef * mean(H[pi(.|s_t)])
+
+with the gradient norm clipped to max_grad_norm. Papers: Mnih et al. 2016, "Asynchronous methods for deep
+RL", arXiv:1602.01783 (A3C; this is its synchronous variant, A2C); Schulman et al. 2015, "High-dimensional
+continuous control using generalized advantage estimation", arXiv:1506.02438; Mnih et al. 2015, Nature
+518:529 (the CNN and the Atari preprocessing).
+
+Departures from A3C: synchronous batches instead of asynchronous workers; Adam instead of shared RMSProp;
+GAE instead of plain k-step returns (lambda = 1 recovers those).
+
+Episode boundaries. Environments reset inside the step that ends an episode (gymnasium's SAME_STEP
+autoreset), so the true last observation of an episode is info["final_obs"]. The advantage recursion stops at
+every episode end. It bootstraps at the end of a rollout from V(s_T), at a truncation (time limit) from V of
+the true final observation, never at a termination. On Atari a lost life is a termination for learning
+(Mnih et al. 2015) but the game goes on, and the return logged is the game's full unclipped score.
+
+Atari ids (ALE/Pong-v5, PongNoFrameskip-v4, ...) run on ale-py's C++ vector environment, with the DeepMind
+preprocessing configured in make_envs: 4 frames per action with a max over the last two, up to 30 no-ops
+at reset, FIRE at reset, 84x84 grayscale, 4 stacked frames, rewards clipped to their sign for learning.
+v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none.
+
+Distributed: `torchrun --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
+--num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
+all_reduce before each step, so the replicas stay identical. gloo on CPU, NCCL on GPU. Only rank 0 logs,
+checkpoints and saves; --total-timesteps counts all processes together. Several machines: run on each
+`torchrun --nnodes M --nproc_per_node K --node_rank I --rdzv_backend c10d --rdzv_endpoint HOST:29500 ...`.
+Without torchrun the file runs as one plain process and no distributed code is on its path.
+
+Usage:
+    python actor_critic_gae.py                                   # CartPole-v1
+    python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
+    python actor_critic_gae.py --env-id ALE/Breakout-v5 --num-envs 16 --total-timesteps 10000000
+    torchrun --nproc_per_node 2 actor_critic_gae.py --no-cuda    # two processes, gradients averaged
+    python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
+
+TensorBoard keys:
+    charts/episodic_return    undiscounted (for Atari: unclipped, whole-game) return of each finished episode
+    charts/episodic_length    length of that episode, env steps (Atari: agent steps, 4 frames each)
+    charts/SPS                environment steps per second, all processes together
+    charts/learning_rate      the optimiser's learning rate
+    losses/policy_loss        -mean(log pi(a|s) A)
+    losses/value_loss         mean (V(s) - target)^2
+    losses/entropy            mean entropy of the policy, nats
+    losses/explained_variance 1 - Var(target - V) / Var(target)
+    losses/grad_norm          gradient norm before clipping
+    eval/episodic_return      return of each evaluation episode of the final policy (deterministic actions)
+"""
+
+# 1. Imports
+import dataclasses
+import difflib
+import importlib.util
+import os
+import random
+import re
+import signal
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+
+# 2. Args
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run folder runs/{env_id}__{exp_name}__{seed}__{unix_time}"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    save_model: bool = False
+    """save the actor-critic to {run folder}/model.pt at the end"""
+    eval_episodes: int = 10
+    """episodes to evaluate the final (saved, if --save-model) policy with deterministic actions; 0 skips"""
+    capture_video: bool = False
+    """record the evaluation episodes to {run folder}/videos (needs moviepy; not for Atari ids)"""
+    progress: bool = True
+    """show a progress bar (plain periodic lines when stdout is not a terminal)"""
+    checkpoint_every: int = 0
+    """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
+    resume: str | None = None
+    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
+    output flags; it logs into the same run folder"""
+    # Environment
+    env_id: str = "CartPole-v1"
+    """gymnasium id with vector observations, or an Atari id (ALE/Pong-v5, PongNoFrameskip-v4)"""
+    total_timesteps: int = 500_000
+    """total environment steps (agent steps on Atari), summed over all environments and processes"""
+    num_envs: int = 16
+    """parallel environments in each process"""
+    num_steps: int = 8
+    """environment steps taken in each environment per update (batch = num_envs * num_steps)"""
+    # Algorithm
+    gamma: float = 0.99
+    """discount factor, in [0, 1]"""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]: 0 is the one-step TD residual, 1 the Monte Carlo return minus V"""
+    learning_rate: float = 0.001
+    """Adam learning rate"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    ent_coef: float = 0.0
+    """weight of the entropy bonus"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    norm_adv: bool = False
+    """normalise the advantages of each batch to mean 0, std 1"""
+    shared: bool = False
+    """vector observations: one MLP trunk for actor and critic instead of two MLPs (Atari: always shared)"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers of the MLPs"""
+    # Derived (not flags)
+    batch_size: int = dataclasses.field(init=False, default=0)
+    """num_envs * num_steps * processes, environment steps per update"""
+    num_updates: int = dataclasses.field(init=False, default=0)
+    """total_timesteps // batch_size"""
+
+
+# 3. Environment
+def atari_game(env_id: str) -> str | None:
+    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'pong' (ale-py's ROM name); None for other ids."""
+    match = re.fullmatch(r"ALE/(\w+)-v5|(\w+)NoFrameskip-v4", env_id)
+    if match is None:
+        return None
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", match.group(1) or match.group(2)).lower()  # MsPacman -> ms_pacman
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N environments stepped together, each reset inside the step that ends its episode."""
+    game = atari_game(env_id)
+    if game is None:
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+    return ale_py.vector_env.AtariVectorEnv(
+        game,
+        num_envs,
+        autoreset_mode="SameStep",
+        frameskip=4,  # one agent step = 4 emulator frames, the action repeated
+        maxpool=True,  # the max over the last two frames: sprites that flicker stay visible
+        noop_max=30,  # up to 30 no-ops at reset, so that episodes start in varied states
+        use_fire_reset=True,  # press FIRE at reset in games that wait for it
+        img_height=84,
+        img_width=84,
+        grayscale=True,
+        stack_num=4,  # observation (4, 84, 84) uint8: the last 4 preprocessed frames
+        reward_clipping=False,  # we clip for learning and log the real score
+        episodic_life=False,  # an episode is a whole game; the loop makes life loss terminal for learning
+        repeat_action_probability=0.25 if env_id.startswith("ALE/") else 0.0,  # v5 sticky actions
+        max_num_frames_per_episode=108_000,  # 30 minutes of play, then truncation
+    )
+
+
+# 4. Storage: on-policy, no replay; one rollout of (num_steps, num_envs) tensors, refilled every update
+@dataclass
+class Rollout:
+    obs: torch.Tensor  # (T, N, *obs_shape), uint8 on Atari
+    actions: torch.Tensor  # (T, N) Discrete, (T, N, action_dim) Box
+    rewards: torch.Tensor  # (T, N), clipped to their sign on Atari
+    terminations: torch.Tensor  # (T, N) bool: no value after step t (the MDP ended, or a life was lost)
+    truncations: torch.Tensor  # (T, N) bool: a time limit cut the episode after step t
+    values: torch.Tensor  # (T, N) V(s_t) when acting
+    final_values: torch.Tensor  # (T, N) V(true final obs) where truncated, else 0
+
+
+def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
+    def zeros(*shape, dtype=torch.float32):
+        return torch.zeros((T, N, *shape), dtype=dtype, device=device)
+
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+    return Rollout(
+        obs=zeros(*obs_space.shape, dtype=obs_dtype),
+        actions=zeros(dtype=torch.long) if discrete else zeros(*action_space.shape),
+        rewards=zeros(),
+        terminations=zeros(dtype=torch.bool),
+        truncations=zeros(dtype=torch.bool),
+        values=zeros(),
+        final_values=zeros(),
+    )
+
+
+# 5. Networks
+def layer(module: nn.Module, gain: float) -> nn.Module:
+    nn.init.orthogonal_(module.weight, gain)
+    nn.init.zeros_(module.bias)
+    return module
+
+
+def mlp(in_dim: int, out_dim: int | None, hidden: int) -> nn.Sequential:
+    """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head)."""
+    layers = [layer(nn.Linear(in_dim, hidden), np.sqrt(2)), nn.Tanh(), layer(nn.Linear(hidden, hidden), np.sqrt(2))]
+    layers.append(nn.Tanh())
+    return nn.Sequential(*layers) if out_dim is None else nn.Sequential(*layers, nn.Linear(hidden, out_dim))
+
+
+class ActorCritic(nn.Module):
+    """Images: the Nature CNN trunk with an actor and a critic head. Vector observations: two MLPs, or one
+    shared MLP trunk with two heads (--shared). Discrete: categorical logits; Box: Gaussian mean and a
+    state-independent log std."""
+
+    def __init__(self, obs_shape: tuple, action_space: gym.Space, hidden: int, shared: bool):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        n_out = action_space.n if self.discrete else action_space.shape[0]
+        self.scale = 1 / 255 if len(obs_shape) == 3 else 1.0
+        if len(obs_shape) == 3:  # (4, 84, 84) -> 512 features
+            self.trunk = nn.Sequential(
+                layer(nn.Conv2d(obs_shape[0], 32, 8, stride=4), np.sqrt(2)), nn.ReLU(),
+                layer(nn.Conv2d(32, 64, 4, stride=2), np.sqrt(2)), nn.ReLU(),
+                layer(nn.Conv2d(64, 64, 3, stride=1), np.sqrt(2)), nn.ReLU(), nn.Flatten(),
+                layer(nn.Linear(64 * 7 * 7, 512), np.sqrt(2)), nn.ReLU(),
+            )  # fmt: skip
+            self.actor, self.critic = nn.Linear(512, n_out), nn.Linear(512, 1)
+        elif shared:
+            self.trunk = mlp(obs_shape[0], None, hidden)
+            self.actor, self.critic = nn.Linear(hidden, n_out), nn.Linear(hidden, 1)
+        else:
+            self.trunk = nn.Identity()
+            self.actor, self.critic = mlp(obs_shape[0], n_out, hidden), mlp(obs_shape[0], 1, hidden)
+        layer(self.actor[-1] if isinstance(self.actor, nn.Sequential) else self.actor, 0.01)  # near-uniform start
+        layer(self.critic[-1] if isinstance(self.critic, nn.Sequential) else self.critic, 1.0)
+        self.log_std = None if self.discrete else nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (B, *obs_shape) -> (logits or mean (B, A), value (B,))."""
+        x = self.trunk(obs.float() * self.scale)
+        return self.actor(x), self.critic(x).squeeze(-1)
+
+    def sample(self, out: torch.Tensor) -> torch.Tensor:
+        if self.discrete:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
+            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+        return out + self.log_std.exp() * torch.randn_like(out)
+
+    def mode(self, out: torch.Tensor) -> torch.Tensor:
+        return out.argmax(-1) if self.discrete else out
+
+    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.discrete:
+            return categorical_log_prob(out, actions), categorical_entropy(out)
+        return gaussian_log_prob(out, self.log_std, actions), gaussian_entropy(self.log_std).expand(out.shape[:-1])
+
+
+# 6. Targets and losses
+def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """logits (B, A), actions (B,) long -> log pi(a|s) (B,)."""
+    return logits.log_softmax(-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """logits (B, A) -> H = -sum_a p log p (B,)."""
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """mean (B, D), log_std (D,), actions (B, D) -> sum_d log N(a_d; mean_d, std_d) (B,)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """log_std (D,) -> sum_d (0.5 + 0.5 log(2 pi) + log_std_d), a scalar."""
+    return (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum()
+
+
+def next_state_values(values, last_value, terminations, truncations, final_values) -> torch.Tensor:
+    """The value of what follows each step: V(s_{t+1}) inside an episode (values[t+1], or last_value = V(s_T)
+    after the rollout's last step), V(true final obs) at a truncation, 0 at a termination.
+    values, terminations, truncations, final_values: (T, N); last_value: (N,). Returns (T, N)."""
+    following = torch.cat([values[1:], last_value.unsqueeze(0)])
+    return torch.where(terminations, 0.0, torch.where(truncations, final_values, following))
+
+
+def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.Tensor:
+    """A_t = delta_t + gamma lam (1 - done_t) A_{t+1}, delta_t = r_t + gamma next_values_t - values_t.
+    All (T, N); dones[t] is True where an episode ended at step t (terminated or truncated): the sum never
+    reaches into the next episode. Returns the advantages (T, N); the value targets are A + values."""
+    advantages = torch.empty_like(rewards)
+    deltas = rewards + gamma * next_values - values
+    carry = (~dones).to(rewards.dtype) * gamma * lam
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + carry[t] * last
+        advantages[t] = last
+    return advantages
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def validate(args: Args) -> tuple[gym.Space, gym.Space]:
+    """Check every flag before any work; return the single observation and action spaces."""
+    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
+                        ("--num-steps", args.num_steps), ("--hidden-size", args.hidden_size)]:  # fmt: skip
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    for flag, value in [("--gamma", args.gamma), ("--gae-lambda", args.gae_lambda)]:
+        if not 0.0 <= value <= 1.0:
+            fail(flag, f"must be in [0, 1], got {value}")
+    for flag, value in [("--learning-rate", args.learning_rate), ("--max-grad-norm", args.max_grad_norm)]:
+        if not value > 0:
+            fail(flag, f"must be positive, got {value}")
+    for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
+                        ("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    game = atari_game(args.env_id)
+    if game is not None:
+        with warnings.catch_warnings():  # ale-py warns before returning None; our one-line error says it all
+            warnings.simplefilter("ignore")
+            rom = ale_py.roms.get_rom_path(game)
+        if rom is None:
+            fail("--env-id", f"ale-py has no ROM {game!r} for {args.env_id}")
+        if args.capture_video:
+            fail("--capture-video", "is not supported for Atari ids; record a classic-control run instead")
+        envs = make_envs(args.env_id, 1)
+        spaces = envs.single_observation_space, envs.single_action_space
+        envs.close()
+        return spaces
+    if args.env_id not in gym.registry:
+        close = difflib.get_close_matches(args.env_id, list(gym.registry), n=3)
+        fail(
+            "--env-id",
+            f"unknown environment {args.env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+        )
+    try:
+        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    except gym.error.DependencyNotInstalled as e:
+        fail("--env-id", f"{args.env_id} cannot be created: {e}")
+    except ImportError as e:
+        fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
+    if not (isinstance(env.action_space, gym.spaces.Discrete) or
+            (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)):  # fmt: skip
+        fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or Atari")
+    if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:
+            fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
+        try:
+            env.reset(seed=0)
+            env.render()
+        except gym.error.DependencyNotInstalled as e:
+            fail("--capture-video", f"{args.env_id} cannot render: {e}")
+    env.close()
+    return env.observation_space, env.action_space
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
+                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{np.mean(recent):.1f}" if recent else "-"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list:
+    """Whole episodes with the policy's deterministic action (argmax or mean); returns their real returns."""
+    if video_dir:
+        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+        envs = gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    else:
+        envs = make_envs(env_id, 1)
+    obs, _ = envs.reset(seed=seed)
+    returns, total = [], 0.0
+    while len(returns) < episodes:
+        with torch.no_grad():
+            action = agent.mode(agent(torch.as_tensor(obs, device=device))[0]).cpu().numpy()
+        if not agent.discrete:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        total += float(reward[0])
+        if terminated[0] or truncated[0]:
+            returns.append(total)
+            total = 0.0
+    envs.close()
+    return returns
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def main(args: Args) -> dict:
+    # 7. Setup
+    checkpoint = None
+    if args.resume is not None:
+        if not os.path.isfile(args.resume):
+            fail("--resume", f"no checkpoint file at {args.resume!r}")
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+        keep = ("total_timesteps", "checkpoint_every", "resume", "cuda", "progress", "save_model", "eval_episodes",
+                "capture_video")  # fmt: skip
+        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
+        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if Args.__dataclass_fields__[k].init})
+    obs_space, action_space = validate(args)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
+    use_cuda = args.cuda and torch.cuda.is_available()
+    rank, world = 0, 1
+    if distributed:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
+    args.batch_size = args.num_envs * args.num_steps * world
+    args.num_updates = args.total_timesteps // args.batch_size
+    if args.num_updates == 0:
+        fail("--total-timesteps", f"must be at least --num-envs * --num-steps * processes = {args.batch_size}")
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed)  # the same initial networks in every process ...
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
+    global_step, start_update = 0, 0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, start_update, run_dir = checkpoint["global_step"], checkpoint["update"], checkpoint["run_dir"]
+        if world == 1:  # one process: continue the exact random streams
+            random.setstate(checkpoint["rng"]["python"])
+            np.random.set_state(checkpoint["rng"]["numpy"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+        else:
+            torch.manual_seed(args.seed + rank + global_step)
+    else:
+        unix_time = int(time.time())
+        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
+            unix_time += 1  # never write into an earlier run's folder
+    writer = None
+    if rank == 0:
+        writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)  # drop what came after
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{k}|{v}|" for k, v in vars(args).items()))  # fmt: skip
+
+    # the environments restart from new episodes on resume: their state is not saved
+    envs = make_envs(args.env_id, args.num_envs)
+    T, N = args.num_steps, args.num_envs
+    rollout = make_rollout(T, N, obs_space, action_space, device)
+    is_atari = atari_game(args.env_id) is not None
+    low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum  # finish the update in progress, then checkpoint and exit
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def write_checkpoint():
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        save_atomically({"args": vars(args), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+                         "global_step": global_step, "update": update + 1, "run_dir": run_dir, "rng": rng},
+                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+
+    # 8. Loop
+    start_time, start_step, sps = time.time(), global_step, 0
+    episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
+    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress and rank == 0)
+    next_obs, info = envs.reset(seed=args.seed + rank * N + global_step)
+    lives = info.get("lives")
+    next_obs = torch.as_tensor(next_obs, device=device)
+    next_checkpoint = global_step + args.checkpoint_every
+    update = start_update - 1
+    for update in range(start_update, args.num_updates):
+        rollout.final_values.zero_()
+        for t in range(T):
+            # ACT
+            with torch.no_grad():
+                out, value = agent(next_obs)
+                action = agent.sample(out)
+            rollout.obs[t], rollout.values[t], rollout.actions[t] = next_obs, value, action
+            env_action = action.cpu().numpy()
+            if low is not None:
+                env_action = np.clip(env_action, low, high)
+
+            # STEP
+            next_obs_np, reward, terminated, truncated, info = envs.step(env_action)
+            next_obs = torch.as_tensor(next_obs_np, device=device)
+            global_step += N * world
+            done = terminated | truncated
+
+            # RECORD EPISODES: the real, unclipped return of whole episodes (Atari: whole games)
+            ep_return += reward
+            ep_length += 1
+            for i in np.flatnonzero(done):
+                episodic_returns.append(float(ep_return[i]))
+                episodic_steps.append(global_step)
+                recent_returns.append(float(ep_return[i]))
+                if writer is not None:
+                    writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
+                    writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
+            ep_return[done], ep_length[done] = 0.0, 0
+
+            # STORE
+            life_lost = np.zeros(N, dtype=bool)
+            if is_atari:  # a lost life ends the value's horizon, not the game (at game over: the new game's lives)
+                life_lost = (info["lives"] < lives) & ~done
+                lives = info["lives"]
+                reward = np.sign(reward)
+            rollout.rewards[t] = torch.as_tensor(reward, device=device)
+            rollout.terminations[t] = torch.as_tensor(terminated | life_lost, device=device)
+            rollout.truncations[t] = torch.as_tensor(truncated, device=device)
+            if truncated.any():  # bootstrap a time limit from the true final observation
+                final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated]), device=device)
+                with torch.no_grad():
+                    rollout.final_values[t, torch.as_tensor(truncated, device=device)] = agent(final_obs)[1]
+
+        # LEARN
+        with torch.no_grad():
+            last_value = agent(next_obs)[1]
+        next_values = next_state_values(rollout.values, last_value, rollout.terminations, rollout.truncations,
+                                        rollout.final_values)  # fmt: skip
+        dones = rollout.terminations | rollout.truncations
+        advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gamma, args.gae_lambda)
+        b_returns = (advantages + rollout.values).flatten()
+        b_advantages = advantages.flatten()
+        if args.norm_adv:
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        out, new_values = agent(rollout.obs.flatten(0, 1))
+        logp, entropy = agent.log_prob_entropy(out, rollout.actions.flatten(0, 1))
+        policy_loss = -(logp * b_advantages).mean()
+        value_loss = (new_values - b_returns).pow(2).mean()
+        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        if distributed:  # average the gradients of all processes (and agree on stopping) in one all_reduce
+            grads = [p.grad for p in agent.parameters()]
+            flat = torch.cat([g.flatten() for g in grads] + [torch.tensor([float(stop["signal"] is not None)],
+                                                                          device=device)])  # fmt: skip
+            dist.all_reduce(flat)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g) / world)
+                offset += g.numel()
+            if flat[-1] > 0:
+                stop["signal"] = stop["signal"] or signal.SIGTERM
+        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+        # LOG
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        if writer is not None:
+            for key, v in [("losses/policy_loss", policy_loss), ("losses/value_loss", value_loss),
+                           ("losses/entropy", entropy.mean()), ("losses/grad_norm", grad_norm),
+                           ("losses/explained_variance", 1 - (b_returns - rollout.values.flatten()).var()
+                            / (b_returns.var() + 1e-8))]:  # fmt: skip
+                writer.add_scalar(key, v.item(), global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+        progress.update(global_step, sps, recent_returns)
+        if rank == 0 and args.checkpoint_every and global_step >= next_checkpoint:
+            write_checkpoint()
+            next_checkpoint += args.checkpoint_every
+        if stop["signal"] is not None:
+            break
+    progress.close()
+    envs.close()
+
+    # 9. Teardown
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
+              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [], "interrupted": stop["signal"] is not None,
+              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan")}  # fmt: skip
+    if rank == 0 and stop["signal"] is not None:
+        write_checkpoint()
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
+              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+    if rank == 0 and stop["signal"] is None:
+        model_path = None
+        if args.save_model:
+            model_path = os.path.join(run_dir, "model.pt")
+            save_atomically({"args": vars(args), "agent": agent.state_dict()}, model_path)
+            print(f"model saved to {model_path}")
+        if args.eval_episodes > 0:
+            if model_path:  # evaluate what was saved, exactly as a user would load it
+                agent.load_state_dict(torch.load(model_path, map_location=device)["agent"])
+            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+            result["eval_returns"] = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir,
+                                              device)  # fmt: skip
+            for i, r in enumerate(result["eval_returns"]):
+                writer.add_scalar("eval/episodic_return", r, i)
+            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} episodes")
+    if writer is not None:
+        writer.close()
+    if distributed:
+        dist.destroy_process_group()
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
