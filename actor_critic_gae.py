@@ -129,6 +129,10 @@ class Args:
     """GAE lambda, in [0, 1]: 0 is the one-step TD residual, 1 the Monte Carlo return minus V"""
     learning_rate: float = 0.001
     """Adam learning rate"""
+    adam_eps: float = 1e-5
+    """Adam's epsilon: where gradients are smaller than this, steps shrink with them"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0 over the run"""
     vf_coef: float = 0.5
     """weight of the value loss"""
     ent_coef: float = 0.0
@@ -333,7 +337,8 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     for flag, value in [("--gamma", args.gamma), ("--gae-lambda", args.gae_lambda)]:
         if not 0.0 <= value <= 1.0:
             fail(flag, f"must be in [0, 1], got {value}")
-    for flag, value in [("--learning-rate", args.learning_rate), ("--max-grad-norm", args.max_grad_norm)]:
+    for flag, value in [("--learning-rate", args.learning_rate), ("--max-grad-norm", args.max_grad_norm),
+                        ("--adam-eps", args.adam_eps)]:  # fmt: skip
         if not value > 0:
             fail(flag, f"must be positive, got {value}")
     for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
@@ -472,7 +477,7 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
     global_step, start_update = 0, 0
     if checkpoint is not None:
@@ -526,6 +531,8 @@ def main(args: Args) -> dict:
     next_checkpoint = global_step + args.checkpoint_every
     update = start_update - 1
     for update in range(start_update, args.num_updates):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - update / args.num_updates)
         rollout.final_values.zero_()
         for t in range(T):
             # ACT

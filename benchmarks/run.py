@@ -52,6 +52,9 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The checked-out commit (-dirty when tracked files differ); BENCH_COMMIT where there is no .git (a copy)."""
+    if not (ROOT / ".git").exists() and os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     sha = subprocess.run(
         check=False, args=["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
