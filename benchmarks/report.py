@@ -118,6 +118,7 @@ def main():
             to_threshold = " / ".join(fmt_steps(None if np.isinf(x) else int(x)) for x in (median, worst))
             to_threshold += f" ({np.isfinite(reached).sum()}/{len(reached)})"
         afters = [p["after"] for p in per_seed if p["after"] is not None]
+        rss = [p["rss"] for p in per_seed]
         rows.append(
             [
                 script,
@@ -129,7 +130,7 @@ def main():
                 f"{min(afters):.0f}" if afters else "-",
                 f"{np.median([p['sps'] for p in per_seed]):.0f}",
                 f"{np.median([p['wall'] for p in per_seed]):.0f}",
-                f"{np.median([p['rss'] for p in per_seed]):.0f}",
+                "-" if None in rss else f"{np.median(rss):.0f}",  # None: not measured
             ]
         )
 
@@ -176,6 +177,8 @@ def main():
         f"Commit: `{meta['commit']}`, started {meta['started']}.",
         f"Commands: `{meta['command']}` then `{report_cmd}`.",
     ]
+    if meta.get("note"):
+        lines.append(f"Note: {meta['note']}.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {out}/results.md, curves.png and {len(curves)} CSV files")

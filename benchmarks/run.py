@@ -52,20 +52,16 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The checked-out commit (-dirty when tracked files differ); BENCH_COMMIT where there is no .git (a copy)."""
-    if not (ROOT / ".git").exists() and os.environ.get("BENCH_COMMIT"):
-        return os.environ["BENCH_COMMIT"]
+    """The checked-out commit (-dirty when tracked files differ), or BENCH_COMMIT where git gives none (a copy
+    of the tree without its history, as on a remote GPU machine)."""
     sha = subprocess.run(
-        check=False, args=["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short=12", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True
     )
-    dirty = subprocess.run(
-        check=False,
-        args=["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return (sha.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    if sha.returncode != 0 or not sha.stdout.strip():
+        return os.environ.get("BENCH_COMMIT", "unknown") + " (from BENCH_COMMIT)"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return sha.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def run_job(job: dict, out_dir: Path, threads: int) -> dict:
