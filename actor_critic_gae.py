@@ -23,8 +23,10 @@ RL", arXiv:1602.01783 (A3C; this is its synchronous variant, A2C); Schulman et a
 continuous control using generalized advantage estimation", arXiv:1506.02438; Mnih et al. 2015, Nature
 518:529 (the CNN and the Atari preprocessing).
 
-Departures from A3C: synchronous batches instead of asynchronous workers; Adam instead of shared RMSProp;
-GAE instead of plain k-step returns (lambda = 1 recovers those).
+Departures from A3C: synchronous batches instead of asynchronous workers; Adam instead of shared RMSProp,
+with a large epsilon (1e-3) so that its steps shrink with the gradient once the task is solved, which keeps
+CartPole from collapsing after it reaches 500; GAE instead of plain k-step returns (lambda = 1 recovers them).
+The defaults are tuned for CartPole; for Atari use the flags of the usage line below (those of A2C papers).
 
 Episode boundaries. Environments reset inside the step that ends an episode (gymnasium's SAME_STEP
 autoreset), so the true last observation of an episode is info["final_obs"]. The advantage recursion stops at
@@ -47,7 +49,8 @@ Without torchrun the file runs as one plain process and no distributed code is o
 Usage:
     python actor_critic_gae.py                                   # CartPole-v1
     python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
-    python actor_critic_gae.py --env-id ALE/Breakout-v5 --num-envs 16 --total-timesteps 10000000
+    python actor_critic_gae.py --env-id PongNoFrameskip-v4 --num-envs 32 --num-steps 5 --learning-rate 7e-4 \
+        --adam-eps 1e-5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
     torchrun --nproc_per_node 2 actor_critic_gae.py --no-cuda    # two processes, gradients averaged
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
 
@@ -127,10 +130,11 @@ class Args:
     """discount factor, in [0, 1]"""
     gae_lambda: float = 0.95
     """GAE lambda, in [0, 1]: 0 is the one-step TD residual, 1 the Monte Carlo return minus V"""
-    learning_rate: float = 0.001
+    learning_rate: float = 0.006
     """Adam learning rate"""
-    adam_eps: float = 1e-5
-    """Adam's epsilon: where gradients are smaller than this, steps shrink with them"""
+    adam_eps: float = 1e-3
+    """Adam's epsilon. Adam scales every step to about the learning rate, even when the gradient is only noise
+    (as it is once CartPole is solved); where gradients are smaller than epsilon, steps shrink with them"""
     anneal_lr: bool = False
     """decay the learning rate linearly to 0 over the run"""
     vf_coef: float = 0.5
