@@ -132,9 +132,9 @@ class Args:
 
 
 # 3. Environment
-def make_env(env_id: str, render_mode: str | None = None):
+def make_env(env_id: str):
     """One environment. Episode statistics are tracked in the loop, Box actions are clipped there."""
-    return lambda: gym.make(env_id, render_mode=render_mode)
+    return lambda: gym.make(env_id)
 
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
