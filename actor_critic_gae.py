@@ -50,7 +50,7 @@ Usage:
     python actor_critic_gae.py                                   # CartPole-v1
     python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
     python actor_critic_gae.py --env-id PongNoFrameskip-v4 --num-envs 32 --num-steps 5 --learning-rate 7e-4 \
-        --adam-eps 1e-5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
+        --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
     torchrun --nproc_per_node 2 actor_critic_gae.py --no-cuda    # two processes, gradients averaged
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
 
@@ -137,7 +137,7 @@ class Args:
     (as it is once CartPole is solved); where gradients are smaller than epsilon, steps shrink with them"""
     anneal_lr: bool = False
     """decay the learning rate linearly to 0 over the run"""
-    vf_coef: float = 0.5
+    vf_coef: float = 1.0
     """weight of the value loss"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
