@@ -567,13 +567,12 @@ def main(args: Args) -> dict:
             ep_return[done], ep_length[done] = 0.0, 0
 
             # STORE
-            life_lost = np.zeros(N, dtype=bool)
             if is_atari:  # a lost life ends the value's horizon, not the game (at game over: the new game's lives)
-                life_lost = (info["lives"] < lives) & ~done
+                terminated = terminated | ((info["lives"] < lives) & ~done)
                 lives = info["lives"]
                 reward = np.sign(reward)
             rollout.rewards[t] = torch.as_tensor(reward, device=device)
-            rollout.terminations[t] = torch.as_tensor(terminated | life_lost, device=device)
+            rollout.terminations[t] = torch.as_tensor(terminated, device=device)
             rollout.truncations[t] = torch.as_tensor(truncated, device=device)
             if truncated.any():  # bootstrap a time limit from the true final observation
                 final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated]), device=device)

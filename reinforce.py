@@ -251,10 +251,6 @@ def from_episode_start(x: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.mean()) / (x.std() + 1e-8)
-
-
 def fail(flag: str, message: str):
     """Bad input: one line naming the flag, exit status 2, no traceback."""
     print(f"error: {flag}: {message}", file=sys.stderr)
@@ -462,7 +458,7 @@ def main(args: Args) -> dict:
         b_obs, b_actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
         b_returns, b_advantages = returns.flatten(), advantages.flatten()
         if args.norm_adv:
-            b_advantages = normalize(b_advantages)
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
 
         logp, entropy = policy.log_prob_entropy(b_obs, b_actions)
         policy_loss = -(logp * b_advantages).mean()

@@ -175,7 +175,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
     assert steps[-1] == 8192 and len(steps) == len(set(steps)) == 8192 // 32
 
 
-def test_optimizer_state_survives_resume(in_tmp):
+def test_checkpoint_holds_the_optimizer_state(in_tmp):
     first = A.main(A.Args(total_timesteps=2048, num_envs=4, num_steps=8, checkpoint_every=2048, cuda=False,
                           progress=False, eval_episodes=0))  # fmt: skip
     state = torch.load(os.path.join(first["run_dir"], "checkpoint.pt"), weights_only=False)["optimizer"]["state"]
