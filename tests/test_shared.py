@@ -67,6 +67,36 @@ SCRIPTS = {
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
         ],
     },
+    "dqn_atari.py": {
+        "tiny": {
+            "total_timesteps": 3000,
+            "buffer_size": 3000,
+            "learning_starts": 2900,
+            "env_id": "BreakoutNoFrameskip-v4",
+        },
+        "keys": [
+            "charts/episodic_return",
+            "charts/episodic_length",
+            "charts/epsilon",
+            "charts/SPS",
+            "losses/td_loss",
+            "losses/q_values",
+        ],
+        "bad": [
+            (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "32"], "--batch-size"),
+            (["--learning-starts", "16"], "--learning-starts"),
+            (["--learning-starts", "2000000"], "--learning-starts"),
+            (["--gamma", "1.5"], "--gamma"),
+            (["--end-e", "-0.1"], "--end-e"),
+            (["--tau", "0"], "--tau"),
+            (["--env-id", "CartPole-v1"], "--env-id"),
+            (["--env-id", "ALE/Breakot-v5"], "--env-id"),
+            (["--env-id", "BreakoutNoFrameskip-v9"], "--env-id"),
+            (["--resume", "no/such/checkpoint.pt"], "--resume"),
+            (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
+        ],
+    },
 }
 ALL = list(SCRIPTS)
 

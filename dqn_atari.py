@@ -1,0 +1,699 @@
+"""DQN from pixels (Mnih et al. 2015): a Nature CNN Q-network, experience replay and a target network.
+
+A network Q_theta(s, .) maps a stack of the last 4 preprocessed frames to one value per action. The agent acts
+epsilon-greedily (epsilon decays linearly from start_e to end_e), stores every transition (s, a, r, s') in a
+replay memory, and every train_frequency steps takes one Adam step on a uniform minibatch of it:
+
+    y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')                     (DQN target)
+    y = r + gamma * (1 - terminated) * Q_target(s', argmax_a' Q_theta(s', a'))    (--double-q)
+    L = mean( huber(Q_theta(s, a) - y) )        Huber: squared below 1, linear above (the paper's error clip)
+
+Q_target is a copy of Q_theta refreshed every target_network_frequency steps (tau = 1), or moved towards it
+by Polyak averaging (tau < 1). Replay breaks the correlation of consecutive frames; the frozen target keeps
+y from chasing Q. Papers: Mnih et al. 2015, "Human-level control through deep reinforcement learning",
+Nature 518:529; van Hasselt et al. 2016, "Deep RL with double Q-learning", arXiv:1509.06461.
+
+Departures from the paper (the defaults are those of CleanRL's reproduction; the paper's values are in the
+flags' docs): Adam at 1e-4 instead of RMSProp at 2.5e-4; the target refreshed every 1,000 steps instead of
+every 10,000 updates; epsilon to 0.01 over 10% of the run instead of to 0.1 over 1M frames; learning from
+80k steps instead of 50k. --loss mse gives CleanRL's squared loss.
+
+Preprocessing (DeepMind), written out as gymnasium wrappers in make_env: up to 30 no-ops at reset, each
+action repeated for 4 frames with the max of the last two (sprites that flicker stay visible), FIRE at reset
+in games that wait for it, 84x84 grayscale, the last 4 frames stacked (zeros before the episode's first).
+A lost life is terminal for learning but the game goes on; rewards are clipped to their sign for learning;
+the return logged is the real, unclipped score of the whole game. --sticky-actions repeats the previous
+action with probability 0.25 at every frame (the v5 protocol of Machado et al. 2018, arXiv:1709.06009).
+
+Replay memory. Each 84x84 frame is stored once, as uint8, and the 4-frame stacks of s and s' are rebuilt
+when sampled: 7.06 GB for 1M transitions instead of 8 frames (56 GB) per transition. An episode's true
+final frame gets its own slot (not a transition, never sampled), so a time-limit truncation bootstraps
+from the real last observation; a termination (game over or lost life) never bootstraps. Stacks are padded
+with zeros before an episode's first frame, exactly as the environment's own stacks, and never reach
+across the write cursor.
+
+Episode boundaries. Environments reset inside the step that ends an episode (gymnasium's SAME_STEP
+autoreset); the true last observation is info["final_obs"]. Truncation (108,000 frames, 30 minutes of
+play) bootstraps from it; termination does not.
+
+Usage:
+    python dqn_atari.py --env-id BreakoutNoFrameskip-v4
+    python dqn_atari.py --env-id PongNoFrameskip-v4 --double-q --checkpoint-every 500000
+    python dqn_atari.py --resume runs/PongNoFrameskip-v4__dqn_atari__1__1700000000/checkpoint.pt
+
+TensorBoard keys:
+    charts/episodic_return    the unclipped score of each finished game (all lives)
+    charts/episodic_length    length of that game, agent steps (4 frames each)
+    charts/epsilon            exploration rate of the epsilon-greedy policy
+    charts/SPS                agent steps per second since the start (or the resume)
+    losses/td_loss            mean Huber (or squared) TD error of the last minibatch
+    losses/q_values           mean Q_theta(s, a) of the last minibatch
+    eval/episodic_return      score of each evaluation game of the final (saved) network, epsilon eval_epsilon
+"""
+
+# 1. Imports
+import dataclasses
+import difflib
+import importlib.util
+import os
+import random
+import re
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)
+
+
+# 2. Args
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run folder runs/{env_id}__{exp_name}__{seed}__{unix_time}"""
+    seed: int = 1
+    """seed of python, numpy, torch, the replay's sampling and the environments"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: int = 1
+    """torch's CPU threads (0: its default, one per core). On 2 cores 1 is fastest: the loop alternates a
+    network call with an environment step, and idle worker threads that spin between calls slowed it 4-10x"""
+    save_model: bool = False
+    """save the Q-network to {run folder}/model.pt at the end"""
+    eval_episodes: int = 10
+    """games to evaluate the final (saved, if --save-model) network with epsilon eval_epsilon; 0 skips"""
+    eval_epsilon: float = 0.05
+    """exploration rate during evaluation (the paper's 0.05)"""
+    capture_video: bool = False
+    """record the evaluation games to {run folder}/videos (needs moviepy)"""
+    progress: bool = True
+    """show a progress bar (plain periodic lines when stdout is not a terminal)"""
+    checkpoint_every: int = 0
+    """agent steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
+    checkpoint_replay: bool = True
+    """include the replay memory in checkpoints (up to 7 GB); without it a resumed run refills it first"""
+    resume: str | None = None
+    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
+    output flags; it logs into the same run folder"""
+    # Environment
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """Atari id: ALE/Breakout-v5 or BreakoutNoFrameskip-v4 (the same game, preprocessed the same way here)"""
+    total_timesteps: int = 10_000_000
+    """total agent steps, all environments together (4 frames each; paper: 50M)"""
+    num_envs: int = 1
+    """environments stepped together, one replay memory (paper: 1)"""
+    sticky_actions: bool = False
+    """repeat the previous action with probability 0.25 at every frame (v5 protocol; paper: off)"""
+    # Algorithm
+    buffer_size: int = 1_000_000
+    """replay capacity, transitions (paper: 1M)"""
+    learning_rate: float = 1e-4
+    """Adam learning rate (paper: RMSProp, 2.5e-4)"""
+    gamma: float = 0.99
+    """discount factor, in [0, 1] (paper: 0.99)"""
+    tau: float = 1.0
+    """target update rate: 1 copies the network, < 1 is Polyak averaging target <- tau Q + (1 - tau) target"""
+    target_network_frequency: int = 1000
+    """agent steps between target updates (paper: every 10,000 updates, i.e. 40,000 steps)"""
+    batch_size: int = 32
+    """transitions per gradient step (paper: 32)"""
+    start_e: float = 1.0
+    """initial exploration rate (paper: 1)"""
+    end_e: float = 0.01
+    """final exploration rate (paper: 0.1)"""
+    exploration_fraction: float = 0.10
+    """fraction of --total-timesteps over which epsilon decays linearly (paper: the first 1M of 50M steps)"""
+    learning_starts: int = 80_000
+    """transitions in the replay before learning starts, acting uniformly at random until then (paper: 50,000)"""
+    train_frequency: int = 4
+    """agent steps between gradient steps (paper: 4)"""
+    loss: Literal["huber", "mse"] = "huber"
+    """TD loss: huber (the paper's clipped error) or mse (squared, CleanRL's)"""
+    double_q: bool = False
+    """Double DQN target: the online network picks a', the target network values it"""
+
+
+# 3. Environment
+def atari_game(env_id: str) -> str | None:
+    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'Pong'; None for other ids."""
+    match = re.fullmatch(r"ALE/(\w+)-v5|(\w+)NoFrameskip-v4", env_id)
+    return None if match is None else match.group(1) or match.group(2)
+
+
+class NoopReset(gym.Wrapper):
+    """At reset, take a random number (1 to noop_max) of no-op actions: varied starting states."""
+
+    def __init__(self, env: gym.Env, noop_max: int = 30):
+        super().__init__(env)
+        self.noop_max = noop_max
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkip(gym.Wrapper):
+    """Repeat each action for `skip` frames, sum their rewards, return the max of the last two frames."""
+
+    def __init__(self, env: gym.Env, skip: int = 4):
+        super().__init__(env)
+        self.skip = skip
+
+    def step(self, action):
+        total, last_two = 0.0, []
+        for _ in range(self.skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += reward
+            last_two = [*last_two[-1:], obs]
+            if terminated or truncated:
+                break
+        return np.maximum(last_two[0], last_two[-1]), total, terminated, truncated, info
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE after reset, in games that wait for it to start (Breakout, ...)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:
+            obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+class LifeLoss(gym.Wrapper):
+    """info["life_lost"]: a life was lost in this step but the game goes on (terminal for learning only)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.lives = info["lives"]
+        return obs, {**info, "life_lost": False}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        life_lost = info["lives"] < self.lives and not (terminated or truncated)
+        self.lives = info["lives"]
+        return obs, reward, terminated, truncated, {**info, "life_lost": life_lost}
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that average the input cells each output cell covers (area interpolation)."""
+    edges = np.linspace(0, n_in, n_out + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+    return (overlap / (hi - lo)).astype(np.float32)
+
+
+class Resize84(gym.ObservationWrapper):
+    """(210, 160) grayscale -> (84, 84) uint8 by area averaging: rows @ frame @ cols.T."""
+
+    def __init__(self, env: gym.Env, size: int = 84):
+        super().__init__(env)
+        h, w = env.observation_space.shape
+        self.rows, self.cols = area_matrix(h, size), area_matrix(w, size).T
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, obs):
+        return np.rint(self.rows @ obs.astype(np.float32) @ self.cols).astype(np.uint8)
+
+
+class FrameStack(gym.Wrapper):
+    """Observation (k, 84, 84): the last k frames, oldest first, zeros before the episode's first frame."""
+
+    def __init__(self, env: gym.Env, k: int = 4):
+        super().__init__(env)
+        self.frames = np.zeros((k, *env.observation_space.shape), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.frames[:] = 0
+        self.frames[-1] = obs
+        return self.frames.copy(), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames[:-1] = self.frames[1:]
+        self.frames[-1] = obs
+        return self.frames.copy(), reward, terminated, truncated, info
+
+
+def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
+    """One Atari game with the DeepMind preprocessing. The emulator is asked for every frame (frameskip 1) in
+    grayscale; games end after 108,000 frames (truncation)."""
+    env = gym.make(f"ALE/{atari_game(env_id)}-v5", frameskip=1, repeat_action_probability=0.25 if sticky else 0.0,
+                   obs_type="grayscale", max_num_frames_per_episode=108_000, full_action_space=False,
+                   render_mode="rgb_array" if render else None)  # fmt: skip
+    env = NoopReset(env, noop_max=30)
+    env = MaxAndSkip(env, skip=4)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    env = LifeLoss(env)
+    return FrameStack(Resize84(env), k=4)
+
+
+def make_envs(env_id: str, num_envs: int, sticky: bool = False) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, sticky)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+
+
+# 4. Storage: frame replay; each frame stored once, stacks rebuilt at sampling
+class ReplayMemory:
+    """Transitions of num_envs environments, one column of capacity // num_envs slots each. Slot t of a column
+    holds the newest frame of s_t with a_t, r_t (clipped), terminated_t and first_t (s_t began an episode).
+    s' of slot t is the stack ending at slot t + 1: the next state, or after an episode's last step the true
+    final frame in a slot marked `last`, which is not a transition and is never sampled."""
+
+    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple, stack: int, seed: int):
+        self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
+        E = num_envs
+        self.frames = np.zeros((self.cap, E, *frame_shape), np.uint8)  # untouched pages cost no memory
+        self.actions = np.zeros((self.cap, E), np.int64)
+        self.rewards = np.zeros((self.cap, E), np.float32)
+        self.terminated = np.zeros((self.cap, E), bool)
+        self.first = np.zeros((self.cap, E), bool)
+        self.last = np.zeros((self.cap, E), bool)
+        self.pos = np.zeros(E, np.int64)  # next slot to write, per column
+        self.full = np.zeros(E, bool)
+        self.next_first = np.ones(E, bool)  # the next state written begins an episode
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return int(np.where(self.full, self.cap, self.pos).sum())
+
+    def _write(self, e, frame, action, reward, terminated, first, last):
+        p = self.pos[e]
+        self.frames[p, e], self.actions[p, e], self.rewards[p, e] = frame, action, reward
+        self.terminated[p, e], self.first[p, e], self.last[p, e] = terminated, first, last
+        self.pos[e] = (p + 1) % self.cap
+        self.full[e] |= self.pos[e] == 0
+
+    def add(self, obs, actions, rewards, terminated, dones, final_obs):
+        """obs (E, k, 84, 84): the stacks s_t; actions, rewards, terminated, dones (E,); final_obs: info's
+        object array of true final stacks, used where dones."""
+        for e in range(self.num_envs):
+            self._write(e, obs[e, -1], actions[e], rewards[e], terminated[e], self.next_first[e], False)
+            if dones[e]:
+                self._write(e, final_obs[e][-1], 0, 0.0, False, False, True)
+        self.next_first = np.asarray(dones, bool).copy()
+
+    def new_episodes(self):
+        """The environments restart (resume): the transition in each column's newest slot has no s'."""
+        for e in range(self.num_envs):
+            if self.full[e] or self.pos[e] > 0:
+                self.last[self.pos[e] - 1, e] = True
+        self.next_first[:] = True
+
+    def sample_indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n uniform (slot, column) pairs whose s and s' stacks are complete: not the newest slot (no s' yet),
+        not the k - 1 oldest when full (their history was overwritten), not a `last` slot."""
+        slots, cols = np.empty(n, np.int64), np.empty(n, np.int64)
+        todo = np.arange(n)
+        while len(todo):
+            e = self.rng.integers(0, self.num_envs, len(todo))
+            pos, full = self.pos[e], self.full[e]
+            span = np.where(full, self.cap - self.stack, pos - 1)  # slots to choose from
+            i = np.where(full, pos + self.stack - 1, 0) + (self.rng.random(len(todo)) * span).astype(np.int64)
+            slots[todo], cols[todo] = i % self.cap, e
+            todo = todo[self.last[slots[todo], e]]
+        return slots, cols
+
+    def stacks(self, slots: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (B, k, 84, 84) stacks of s and s' for the given slots: k + 1 frames read once, frames from
+        before the episode's first set to zero."""
+        k = self.stack
+        window = (slots[:, None] + np.arange(-k + 1, 2)) % self.cap  # slots t-k+1 .. t+1
+        frames = self.frames[window, cols[:, None]]  # (B, k + 1, 84, 84)
+        first = self.first[window, cols[:, None]]
+        # frame j belongs to s_t's episode unless an episode starts at one of the slots j+1 .. t
+        started_later = np.logical_or.accumulate(first[:, k - 1 : 0 : -1], axis=1)[:, ::-1]
+        frames[:, : k - 1] *= ~started_later[:, :, None, None]
+        return frames[:, :k], frames[:, 1:]
+
+    def sample(self, n: int, device) -> dict:
+        slots, cols = self.sample_indices(n)
+        obs, next_obs = self.stacks(slots, cols)
+        return {"obs": torch.as_tensor(obs, device=device), "next_obs": torch.as_tensor(next_obs, device=device),
+                "actions": torch.as_tensor(self.actions[slots, cols], device=device),
+                "rewards": torch.as_tensor(self.rewards[slots, cols], device=device),
+                "terminated": torch.as_tensor(self.terminated[slots, cols], device=device)}  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Arrays as tensors sharing their memory: torch.save writes them without a copy."""
+        arrays = ("frames", "actions", "rewards", "terminated", "first", "last", "pos", "full", "next_first")
+        return {**{k: torch.from_numpy(getattr(self, k)) for k in arrays}, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict):
+        for k, v in state.items():
+            if k == "rng":
+                self.rng.bit_generator.state = v
+            else:
+                np.copyto(getattr(self, k), v.numpy())
+
+
+# 5. Networks
+class QNetwork(nn.Module):
+    """The Nature CNN: (B, 4, 84, 84) uint8 -> (B, actions) Q-values."""
+
+    def __init__(self, n_actions: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 512), nn.ReLU(),
+            nn.Linear(512, n_actions),
+        )  # fmt: skip
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float() / 255.0)
+
+
+# 6. Targets and losses
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
+    """epsilon at step t: from start_e to end_e over `duration` steps, then constant."""
+    return max(end_e, start_e + (end_e - start_e) * t / duration) if duration > 0 else end_e
+
+
+def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
+    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at s'. Returns y (B,):
+    r + gamma (1 - terminated) max_a' Q_target(s', a'), or with double_q Q_target(s', argmax_a' Q_online(s', a'))."""
+    if double_q:
+        next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
+    else:
+        next_value = next_q_target.max(1).values
+    return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
+
+
+def dqn_loss(q_network, target_network, b: dict, args: Args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The TD loss of a minibatch b (obs, next_obs (B, 4, 84, 84); actions, rewards, terminated (B,)),
+    and Q_theta(s, a) (B,)."""
+    with torch.no_grad():
+        next_q_online = q_network(b["next_obs"]) if args.double_q else None
+        y = td_target(b["rewards"], b["terminated"], target_network(b["next_obs"]), next_q_online, args.gamma,
+                      args.double_q)  # fmt: skip
+    q_taken = q_network(b["obs"]).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
+    td_loss = F.smooth_l1_loss(q_taken, y) if args.loss == "huber" else F.mse_loss(q_taken, y)
+    return td_loss, q_taken
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def validate(args: Args) -> tuple[gym.Space, gym.Space]:
+    """Check every flag before any work; return the single observation and action spaces."""
+    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
+                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
+                        ("--train-frequency", args.train_frequency),
+                        ("--target-network-frequency", args.target_network_frequency)]:  # fmt: skip
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
+                        ("--exploration-fraction", args.exploration_fraction),
+                        ("--eval-epsilon", args.eval_epsilon)]:  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            fail(flag, f"must be in [0, 1], got {value}")
+    if not 0.0 < args.tau <= 1.0:
+        fail("--tau", f"must be in (0, 1], got {args.tau}")
+    if not args.learning_rate > 0:
+        fail("--learning-rate", f"must be positive, got {args.learning_rate}")
+    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
+                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.batch_size > args.buffer_size:
+        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
+    if args.learning_starts < args.batch_size:
+        fail("--learning-starts", f"must be at least --batch-size ({args.batch_size}), got {args.learning_starts}")
+    if args.learning_starts > args.buffer_size:
+        fail("--learning-starts", f"must be at most --buffer-size ({args.buffer_size}), got {args.learning_starts}")
+    if args.learning_starts < 2 * args.num_envs:
+        fail("--learning-starts", f"must be at least 2 * --num-envs ({2 * args.num_envs}), got {args.learning_starts}")
+    if args.buffer_size // args.num_envs < 2 * 4:
+        fail("--buffer-size", f"must hold at least 8 transitions per environment, got {args.buffer_size}")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
+    game = atari_game(args.env_id)
+    if game is None or f"ALE/{game}-v5" not in gym.registry:
+        atari = [k for k in gym.registry if atari_game(k)]
+        close = difflib.get_close_matches(args.env_id, atari, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "valid: Atari ids such as BreakoutNoFrameskip-v4"
+        what = "DQN from pixels needs an Atari id" if game is None else f"no Atari game {game!r}"
+        fail("--env-id", f"{what}, got {args.env_id!r}; {hint}")
+    env = make_env(args.env_id, args.sticky_actions)
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(spaces[1], gym.spaces.Discrete):
+        fail("--env-id", f"{args.env_id} has action space {spaces[1]}; DQN needs a Discrete one")
+    return spaces
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
+                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{np.mean(recent):.1f}" if recent else "-"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> list:
+    """Whole games, epsilon-greedy with eval_epsilon; returns their unclipped scores."""
+    env = make_env(args.env_id, args.sticky_actions, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    returns, total = [], 0.0
+    while len(returns) < args.eval_episodes:
+        if rng.random() < args.eval_epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(1).item())
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            total = 0.0
+            obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def main(args: Args) -> dict:
+    # 7. Setup
+    checkpoint = None
+    if args.resume is not None:
+        if not os.path.isfile(args.resume):
+            fail("--resume", f"no checkpoint file at {args.resume!r}")
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False, mmap=True)
+        keep = ("total_timesteps", "checkpoint_every", "checkpoint_replay", "resume", "cuda", "progress",
+                "save_model", "eval_episodes", "capture_video")  # fmt: skip
+        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
+        args = dataclasses.replace(args, **saved)
+    obs_space, action_space = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    q_network = QNetwork(action_space.n).to(device)
+    target_network = QNetwork(action_space.n).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    replay = ReplayMemory(args.buffer_size, args.num_envs, obs_space.shape[1:], obs_space.shape[0], args.seed)
+    global_step, num_updates = 0, 0
+    if checkpoint is not None:
+        q_network.load_state_dict(checkpoint["q_network"])
+        target_network.load_state_dict(checkpoint["target_network"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, num_updates, run_dir = checkpoint["global_step"], checkpoint["num_updates"], checkpoint["run_dir"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["replay"] is not None:
+            replay.load_state_dict(checkpoint["replay"])
+            replay.new_episodes()  # the environments restart from new games: their state is not saved
+        del checkpoint
+    else:
+        unix_time = int(time.time())
+        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
+            unix_time += 1  # never write into an earlier run's folder
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
+
+    envs = make_envs(args.env_id, args.num_envs, args.sticky_actions)
+    E = args.num_envs
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum  # finish the step in progress, then checkpoint and exit
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def write_checkpoint():
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
+                         "target_network": target_network.state_dict(), "global_step": global_step,
+                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng,
+                         "replay": replay.state_dict() if args.checkpoint_replay else None},
+                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+
+    # 8. Loop
+    start_time, start_step, sps = time.time(), global_step, 0
+    episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
+    ep_return, ep_length = np.zeros(E), np.zeros(E, dtype=np.int64)
+    progress = ProgressReport(args.total_timesteps, global_step, args.progress)
+    obs, _ = envs.reset(seed=args.seed + global_step)
+    envs.action_space.seed(args.seed + global_step)
+    next_checkpoint = global_step + args.checkpoint_every
+    epsilon = args.start_e
+    while global_step < args.total_timesteps:
+        # ACT: uniformly random until learning starts, then epsilon-greedy (the network only runs when needed)
+        epsilon = linear_schedule(args.start_e, args.end_e, int(args.exploration_fraction * args.total_timesteps),
+                                  global_step)  # fmt: skip
+        actions = envs.action_space.sample()
+        greedy = np.random.random(E) >= epsilon
+        if len(replay) >= args.learning_starts and greedy.any():
+            with torch.no_grad():
+                q = q_network(torch.as_tensor(obs[greedy], device=device))
+            actions[greedy] = q.argmax(1).cpu().numpy()
+
+        # STEP
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        global_step += E
+        dones = terminations | truncations
+
+        # RECORD EPISODES: the real, unclipped score of whole games
+        ep_return += rewards
+        ep_length += 1
+        for i in np.flatnonzero(dones):
+            episodic_returns.append(float(ep_return[i]))
+            episodic_steps.append(global_step)
+            recent_returns.append(float(ep_return[i]))
+            writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
+            writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
+            writer.add_scalar("charts/epsilon", epsilon, global_step)
+        ep_return[dones], ep_length[dones] = 0.0, 0
+
+        # STORE: a lost life is terminal for learning; rewards clipped to their sign
+        terminal = terminations | (infos["life_lost"] & ~dones)
+        replay.add(obs, actions, np.sign(rewards), terminal, dones, infos.get("final_obs"))
+        obs = next_obs
+
+        # LEARN: one gradient step every train_frequency agent steps
+        if len(replay) >= args.learning_starts:
+            for _ in range(global_step // args.train_frequency - (global_step - E) // args.train_frequency):
+                td_loss, q_taken = dqn_loss(q_network, target_network, replay.sample(args.batch_size, device), args)
+                optimizer.zero_grad()
+                td_loss.backward()
+                optimizer.step()
+                num_updates += 1
+
+                # LOG
+                if num_updates % 100 == 1:  # the first update, then every 100th
+                    sps = int((global_step - start_step) / (time.time() - start_time))
+                    writer.add_scalar("losses/td_loss", td_loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, global_step)
+                    writer.add_scalar("charts/SPS", sps, global_step)
+            if global_step // args.target_network_frequency > (global_step - E) // args.target_network_frequency:
+                for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
+                    tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
+
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        progress.update(global_step, sps, recent_returns)
+        if args.checkpoint_every and global_step >= next_checkpoint:
+            write_checkpoint()
+            next_checkpoint += args.checkpoint_every
+        if stop["signal"] is not None:
+            break
+    progress.close()
+    envs.close()
+
+    # 9. Teardown
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
+              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [], "interrupted": stop["signal"] is not None,
+              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+              "num_updates": num_updates, "replay": replay, "q_network": q_network, "target_network": target_network,
+              "optimizer": optimizer}  # fmt: skip
+    if stop["signal"] is not None:
+        write_checkpoint()
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
+              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+    else:
+        model_path = None
+        if args.save_model:
+            model_path = os.path.join(run_dir, "model.pt")
+            save_atomically({"args": vars(args), "q_network": q_network.state_dict()}, model_path)
+            print(f"model saved to {model_path}")
+        if args.eval_episodes > 0:
+            if model_path:  # evaluate what was saved, exactly as a user would load it
+                q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
+            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+            result["eval_returns"] = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
+            for i, r in enumerate(result["eval_returns"]):
+                writer.add_scalar("eval/episodic_return", r, i)
+            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} games")
+    writer.close()
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,355 @@
+"""dqn_atari.py: each preprocessing wrapper, the frame replay against the environment's own stacks, TD targets
+against brute force, checkpoint and resume, and learning a pixel task through the real loop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, scalars
+
+import dqn_atari as D
+
+
+class Frames(gym.Env):
+    """A stand-in for the emulator: (84, 84) frames filled with the step count, a life lost every
+    `life_every` steps, game over after `lives` lives or a truncation after `limit` steps; reward `reward`."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, life_every=7, lives=3, limit=1000, reward=3.0, log=None):
+        self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+        self.action_space = gym.spaces.Discrete(4)
+        self.life_every, self.max_lives, self.limit, self.reward, self.log = life_every, lives, limit, reward, log
+
+    def frame(self):
+        return np.full((84, 84), (self.t + 100 * self.episode) % 256, np.uint8)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode = getattr(self, "episode", -1) + 1
+        self.t, self.lives = 0, self.max_lives
+        return self.frame(), {"lives": self.lives}
+
+    def step(self, action):
+        if self.log is not None:
+            self.log.append(int(action))
+        self.t += 1
+        if self.t % self.life_every == 0:
+            self.lives -= 1
+        return self.frame(), self.reward, self.lives == 0, self.t >= self.limit, {"lives": self.lives}
+
+
+def stacked(env):
+    return D.FrameStack(D.LifeLoss(env), k=4)
+
+
+# Wrappers
+def test_noop_reset_takes_between_1_and_30_noops():
+    log = []
+    env = D.NoopReset(Frames(life_every=10**6, log=log), noop_max=30)
+    counts = []
+    env.reset(seed=0)
+    for _ in range(300):
+        log.clear()
+        env.reset()
+        counts.append(len(log))
+        assert set(log) <= {0}
+    assert min(counts) == 1 and max(counts) == 30 and 13 < np.mean(counts) < 18
+
+
+def test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames():
+    class Flicker(Frames):
+        def frame(self):  # a sprite that is drawn on odd frames only, at a place that moves
+            f = np.zeros((84, 84), np.uint8)
+            if self.t % 2:
+                f[self.t, self.t] = 200
+            f[0, 0] = self.t
+            return f
+
+    log = []
+    env = D.MaxAndSkip(Flicker(life_every=10**6, log=log), skip=4)
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, _ = env.step(2)
+    assert log == [2, 2, 2, 2] and reward == 12.0 and not (terminated or truncated)
+    expected = np.zeros((84, 84), np.uint8)
+    expected[3, 3], expected[0, 0] = 200, 4  # the max of frames 3 and 4: the sprite of 3, the counter of 4
+    np.testing.assert_array_equal(obs, expected)
+    # an episode that ends inside the repeat stops there
+    env = D.MaxAndSkip(Frames(life_every=1, lives=2, log=log), skip=4)
+    env.reset(seed=0)
+    log.clear()
+    _, reward, terminated, _, _ = env.step(1)
+    assert log == [1, 1] and reward == 6.0 and terminated
+
+
+def test_fire_reset_presses_fire_once_in_games_that_need_it():
+    log = []
+    env = D.FireReset(Frames(log=log))
+    env.reset(seed=0)
+    assert log == [1]
+    assert isinstance(D.make_env("BreakoutNoFrameskip-v4", False).env.env.env, D.FireReset)
+    chain, env = [], D.make_env("ALE/Freeway-v5", False)  # Freeway has no FIRE action
+    while hasattr(env, "env"):
+        chain.append(type(env))
+        env = env.env
+    assert D.FireReset not in chain and D.NoopReset in chain
+
+
+def test_life_loss_is_reported_without_ending_or_resetting_the_game():
+    env = D.LifeLoss(Frames(life_every=3, lives=2))
+    _, info = env.reset(seed=0)
+    assert info["life_lost"] is False
+    flags = []
+    for _ in range(6):
+        obs, _, terminated, truncated, info = env.step(0)
+        flags.append((info["life_lost"], terminated))
+    # step 3 loses a life and the game goes on (frame 4 follows frame 3); step 6 loses the last: game over
+    assert flags == [(False, False)] * 2 + [(True, False)] + [(False, False)] * 2 + [(False, True)]
+    assert obs[0, 0] == 6
+
+
+def test_real_game_life_loss_and_stack_shape():
+    env = D.make_env("BreakoutNoFrameskip-v4", False)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and not obs[:3].any() and obs[3].any()
+    lives = info["lives"]
+    for _ in range(2000):
+        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+        if info["life_lost"]:
+            assert info["lives"] == lives - 1 and not terminated
+            break
+    else:
+        pytest.fail("no life lost in 2000 random steps")
+
+
+def test_area_resize_averages_the_cells_each_pixel_covers():
+    rows = D.area_matrix(210, 84)
+    np.testing.assert_allclose(rows.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(rows[0, :3], [0.4, 0.4, 0.2], rtol=1e-6)  # 2.5 input rows per output row
+    env = D.make_env("ALE/Pong-v5", False).env  # the Resize84 wrapper
+    assert isinstance(env, D.Resize84)
+    np.testing.assert_array_equal(env.observation(np.full((210, 160), 77, np.uint8)), np.full((84, 84), 77))
+    frame = np.random.default_rng(0).integers(0, 256, (210, 160)).astype(np.uint8)
+    small = env.observation(frame)
+    assert small[0, 0] == round(frame[:3, :2].astype(float) @ [1, 0.905] @ [0.4, 0.4, 0.2] / 1.905)
+
+
+# Replay
+def fake_vector_env(num_envs, rng):
+    """Episodes of random lengths, some ending in game over, some in truncation, with lives lost inside."""
+    fns = [lambda i=i: stacked(Frames(life_every=int(rng.integers(2, 6)), lives=int(rng.integers(1, 4)),
+                                      limit=int(rng.integers(3, 15)))) for i in range(num_envs)]  # fmt: skip
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+@pytest.mark.parametrize("num_envs,capacity", [(1, 40), (3, 60)])
+def test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound(num_envs, capacity):
+    rng = np.random.default_rng(0)
+    envs = fake_vector_env(num_envs, rng)
+    replay = D.ReplayMemory(capacity, num_envs, (84, 84), 4, seed=0)
+    obs, _ = envs.reset(seed=0)
+    written = {}  # (slot, column) -> (s, s', terminated, action, clipped reward) as the environment produced them
+    ends = 0
+    for t in range(200):  # several wraparounds of every column
+        actions = rng.integers(0, 4, num_envs)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        dones = terminations | truncations
+        terminal = terminations | (infos["life_lost"] & ~dones)
+        slots = replay.pos.copy()
+        replay.add(obs, actions, np.sign(rewards), terminal, dones, infos.get("final_obs"))
+        for e in range(num_envs):
+            true_next = infos["final_obs"][e] if dones[e] else next_obs[e]
+            written[slots[e], e] = (obs[e].copy(), true_next.copy(), terminal[e], actions[e], np.sign(rewards[e]))
+            if dones[e]:
+                written.pop(((slots[e] + 1) % replay.cap, e), None)  # the final-frame slot holds no transition
+        ends += dones.sum()
+        obs = next_obs
+        if t > 50:
+            slots_s, cols = replay.sample_indices(256)
+            s, s_next = replay.stacks(slots_s, cols)
+            for k, (i, e) in enumerate(zip(slots_s, cols, strict=True)):
+                want = written[i, e]
+                np.testing.assert_array_equal(s[k], want[0])
+                np.testing.assert_array_equal(s_next[k], want[1])
+                assert replay.terminated[i, e] == want[2] and replay.actions[i, e] == want[3]
+                assert replay.rewards[i, e] == want[4]
+    assert ends > 20 and replay.full.all()
+    # every transition still stored and not next to the cursor is sampled
+    seen = set(zip(*replay.sample_indices(20_000), strict=True))
+    per_column = replay.cap - 4  # cap slots, less the newest (no s') and the 3 oldest (history overwritten)
+    expected = per_column * num_envs - sum(replay.last[(replay.pos[e] + 3 + np.arange(per_column)) % replay.cap,
+                                                       e].sum() for e in range(num_envs))  # fmt: skip
+    assert len(seen) == expected
+
+
+def test_replay_truncation_bootstraps_from_the_final_frame_and_termination_does_not():
+    envs = gym.vector.SyncVectorEnv([lambda: stacked(Frames(life_every=4, lives=1, limit=100)),
+                                     lambda: stacked(Frames(life_every=100, lives=1, limit=5))],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+    replay = D.ReplayMemory(100, 2, (84, 84), 4, seed=0)
+    obs, _ = envs.reset(seed=0)
+    for _ in range(5):
+        next_obs, rewards, terminations, truncations, infos = envs.step(np.zeros(2, np.int64))
+        dones = terminations | truncations
+        replay.add(obs, np.zeros(2), rewards, terminations, dones, infos.get("final_obs"))
+        obs = next_obs
+    # column 0 terminated at step 4 (slot 3), column 1 was truncated at step 5 (slot 4)
+    assert replay.terminated[3, 0] and replay.last[4, 0] and not replay.terminated[4, 1] and replay.last[5, 1]
+    s, s_next = replay.stacks(np.array([3, 4]), np.array([0, 1]))
+    assert [f[0, 0] for f in s_next[1]] == [2, 3, 4, 5]  # the true final frames, not the next game's
+    q_next = torch.tensor([[1.0, 7.0], [2.0, 5.0]])
+    y = D.td_target(torch.tensor([1.0, 1.0]), torch.tensor([True, False]), q_next, None, 0.9, False)
+    assert y.tolist() == pytest.approx([1.0, 1.0 + 0.9 * 5.0])
+
+
+def test_replay_new_episodes_after_resume_never_pairs_two_games():
+    replay = D.ReplayMemory(50, 1, (84, 84), 4, seed=0)
+    stack = np.zeros((1, 4, 84, 84), np.uint8)
+    for t in range(10):
+        stack[0, -1] = t
+        replay.add(stack, [0], [0.0], [False], [False], None)
+    replay.new_episodes()
+    for t in range(10):
+        stack[0, -1] = 100 + t
+        replay.add(stack, [0], [0.0], [False], [False], None)
+    slots, cols = replay.sample_indices(5000)
+    assert set(slots) == set(range(19)) - {9}  # slot 9 lost its s', slot 19 has none yet
+    s, s_next = replay.stacks(np.array([10, 8]), np.array([0, 0]))
+    assert [f[0, 0] for f in s[0]] == [0, 0, 0, 100] and [f[0, 0] for f in s_next[1]] == [6, 7, 8, 9]
+
+
+# Targets
+def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q):
+    out = []
+    for i in range(len(rewards)):
+        if terminated[i]:
+            out.append(float(rewards[i]))
+            continue
+        a = int(np.argmax(q_online[i])) if double_q else int(np.argmax(q_target[i]))
+        out.append(float(rewards[i] + gamma * q_target[i][a]))
+    return out
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_td_targets_match_brute_force(double_q):
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randint(-1, 2, (64,), generator=g).float()
+    terminated = torch.rand(64, generator=g) < 0.3
+    q_target, q_online = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g)
+    y = D.td_target(rewards, terminated, q_target, q_online, 0.97, double_q)
+    want = brute_force_targets(rewards.numpy(), terminated.numpy(), q_target.numpy(), q_online.numpy(), 0.97, double_q)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
+    other = D.td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
+    assert not torch.allclose(y, other)  # the two targets differ on this batch
+
+
+def test_epsilon_schedule_is_linear_then_flat():
+    assert D.linear_schedule(1.0, 0.01, 100, 0) == 1.0
+    assert D.linear_schedule(1.0, 0.01, 100, 50) == pytest.approx(0.505)
+    assert D.linear_schedule(1.0, 0.01, 100, 100) == pytest.approx(0.01)
+    assert D.linear_schedule(1.0, 0.01, 100, 10**6) == 0.01
+
+
+# The loop, on a fake game
+@pytest.fixture
+def fake_game(monkeypatch):
+    def make_env(env_id, sticky, render=False):
+        return stacked(Frames(life_every=10, lives=3, limit=1000, reward=3.0))
+
+    monkeypatch.setattr(D, "make_env", make_env)
+
+
+def fake_args(**kw):
+    return D.Args(**{"total_timesteps": 300, "buffer_size": 1000, "learning_starts": 100, "batch_size": 8,
+                     "cuda": False, "progress": False, "eval_episodes": 0, **kw})  # fmt: skip
+
+
+def test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards(in_tmp, fake_game):
+    result = D.main(fake_args())
+    assert result["episodic_returns"][:5] == [90.0] * 5  # 30 steps (3 lives) of reward 3, unclipped
+    replay = result["replay"]
+    n = replay.pos[0]
+    assert set(replay.rewards[:n, 0][~replay.last[:n, 0]]) == {1.0}
+    # a terminal every 10 steps: two lost lives, then the game over; 31 slots per game with the final frame
+    assert np.flatnonzero(replay.terminated[:31, 0]).tolist() == [9, 19, 29] and replay.last[30, 0]
+    logged = scalars(result["run_dir"])
+    assert {"charts/epsilon", "losses/td_loss", "losses/q_values", "charts/SPS"} <= set(logged)
+
+
+def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp, fake_game):
+    first = D.main(fake_args(checkpoint_every=300))
+    path = os.path.join(first["run_dir"], "checkpoint.pt")
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["global_step"] == 300 and ckpt["num_updates"] == first["num_updates"] > 0
+    same = D.main(fake_args(resume=path, total_timesteps=300))
+    assert same["run_dir"] == first["run_dir"] and same["global_step"] == 300
+    for name in ("q_network", "target_network"):
+        for k, v in ckpt[name].items():
+            assert torch.equal(same[name].state_dict()[k], v)
+    opt = same["optimizer"].state_dict()["state"]
+    for i, s in ckpt["optimizer"]["state"].items():
+        assert all(torch.equal(opt[i][k], v) for k, v in s.items())
+    for k, v in ckpt["replay"].items():
+        if k not in ("rng", "last", "next_first"):
+            assert np.array_equal(getattr(same["replay"], k), v.numpy()), k
+    last = ckpt["replay"]["last"].numpy().copy()
+    last[ckpt["replay"]["pos"][0] - 1, 0] = True  # the newest transition lost its s' with the environment
+    assert np.array_equal(same["replay"].last, last)
+    more = D.main(fake_args(resume=path, total_timesteps=600))
+    assert more["global_step"] == 600 and more["num_updates"] == first["num_updates"] + 75
+    steps = [s for s, _ in scalars(first["run_dir"])["charts/episodic_return"]]
+    assert steps == sorted(steps) and steps[-1] > 300
+    no_replay = D.main(fake_args(checkpoint_every=300, checkpoint_replay=False))
+    assert torch.load(os.path.join(no_replay["run_dir"], "checkpoint.pt"), weights_only=False)["replay"] is None
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    flags = ["--total-timesteps", "100000", "--buffer-size", "5000", "--learning-starts", "1000", "--no-progress",
+             "--no-cuda", "--eval-episodes", "0"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(ROOT / "dqn_atari.py"), *flags], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("runs/*/events.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (path,) = tmp_path.glob("runs/*/checkpoint.pt")
+    ckpt = torch.load(path, weights_only=False)
+    assert 0 < ckpt["global_step"] < 100000 and f"--resume {os.path.relpath(path, tmp_path)}" in out
+    assert len(ckpt["replay"]["frames"]) == 5000
+
+
+def test_learns_to_read_the_screen(in_tmp, monkeypatch):
+    """A pixel bandit: the screen's bright half says which of two actions pays +1 (the other -1)."""
+
+    class Side(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+        action_space = gym.spaces.Discrete(2)
+
+        def obs(self):
+            self.side = int(self.np_random.integers(2))
+            f = np.zeros((84, 84), np.uint8)
+            f[:, 42 * self.side : 42 * (self.side + 1)] = 255
+            return f
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self.obs(), {"lives": 1}
+
+        def step(self, action):
+            reward, self.t = (1.0 if action == self.side else -1.0), self.t + 1
+            return self.obs(), reward, False, self.t >= 10, {"lives": 1}
+
+    monkeypatch.setattr(D, "make_env", lambda *a, **k: stacked(Side()))
+    result = D.main(fake_args(total_timesteps=1500, learning_starts=300, batch_size=32, train_frequency=2,
+                              target_network_frequency=100, gamma=0.5, eval_episodes=5, eval_epsilon=0.0))  # fmt: skip
+    assert np.mean(result["eval_returns"]) >= 9.0  # random play scores 0
