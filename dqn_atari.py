@@ -288,7 +288,7 @@ class ReplayMemory:
         self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
         E = num_envs
         self.frames = np.zeros((self.cap, E, *frame_shape), np.uint8)  # untouched pages cost no memory
-        self.actions = np.zeros((self.cap, E), np.int64)
+        self.actions = np.zeros((self.cap, E), np.uint8)  # Atari has at most 18 actions
         self.rewards = np.zeros((self.cap, E), np.float32)
         self.terminated = np.zeros((self.cap, E), bool)
         self.first = np.zeros((self.cap, E), bool)

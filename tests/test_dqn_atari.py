@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +21,7 @@ class Frames(gym.Env):
     """A stand-in for the emulator: (84, 84) frames filled with the step count, a life lost every
     `life_every` steps, game over after `lives` lives or a truncation after `limit` steps; reward `reward`."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, life_every=7, lives=3, limit=1000, reward=3.0, log=None):
         self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
@@ -107,7 +108,7 @@ def test_life_loss_is_reported_without_ending_or_resetting_the_game():
     assert info["life_lost"] is False
     flags = []
     for _ in range(6):
-        obs, _, terminated, truncated, info = env.step(0)
+        obs, _, terminated, _truncated, info = env.step(0)
         flags.append((info["life_lost"], terminated))
     # step 3 loses a life and the game goes on (frame 4 follows frame 3); step 6 loses the last: game over
     assert flags == [(False, False)] * 2 + [(True, False)] + [(False, False)] * 2 + [(False, True)]
@@ -120,7 +121,7 @@ def test_real_game_life_loss_and_stack_shape():
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and not obs[:3].any() and obs[3].any()
     lives = info["lives"]
     for _ in range(2000):
-        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+        obs, _, terminated, _truncated, info = env.step(env.action_space.sample())
         if info["life_lost"]:
             assert info["lives"] == lives - 1 and not terminated
             break
@@ -201,7 +202,7 @@ def test_replay_truncation_bootstraps_from_the_final_frame_and_termination_does_
         obs = next_obs
     # column 0 terminated at step 4 (slot 3), column 1 was truncated at step 5 (slot 4)
     assert replay.terminated[3, 0] and replay.last[4, 0] and not replay.terminated[4, 1] and replay.last[5, 1]
-    s, s_next = replay.stacks(np.array([3, 4]), np.array([0, 1]))
+    _s, s_next = replay.stacks(np.array([3, 4]), np.array([0, 1]))
     assert [f[0, 0] for f in s_next[1]] == [2, 3, 4, 5]  # the true final frames, not the next game's
     q_next = torch.tensor([[1.0, 7.0], [2.0, 5.0]])
     y = D.td_target(torch.tensor([1.0, 1.0]), torch.tensor([True, False]), q_next, None, 0.9, False)
@@ -218,7 +219,7 @@ def test_replay_new_episodes_after_resume_never_pairs_two_games():
     for t in range(10):
         stack[0, -1] = 100 + t
         replay.add(stack, [0], [0.0], [False], [False], None)
-    slots, cols = replay.sample_indices(5000)
+    slots, _cols = replay.sample_indices(5000)
     assert set(slots) == set(range(19)) - {9}  # slot 9 lost its s', slot 19 has none yet
     s, s_next = replay.stacks(np.array([10, 8]), np.array([0, 0]))
     assert [f[0, 0] for f in s[0]] == [0, 0, 0, 100] and [f[0, 0] for f in s_next[1]] == [6, 7, 8, 9]
