@@ -354,7 +354,7 @@ class ReplayMemory:
         slots, cols = self.sample_indices(n)
         obs, next_obs = self.stacks(slots, cols)
         return {"obs": torch.as_tensor(obs, device=device), "next_obs": torch.as_tensor(next_obs, device=device),
-                "actions": torch.as_tensor(self.actions[slots, cols], device=device),
+                "actions": torch.as_tensor(self.actions[slots, cols].astype(np.int64), device=device),
                 "rewards": torch.as_tensor(self.rewards[slots, cols], device=device),
                 "terminated": torch.as_tensor(self.terminated[slots, cols], device=device)}  # fmt: skip
 
