@@ -97,6 +97,32 @@ SCRIPTS = {
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
         ],
     },
+    "dqn_per_her.py": {
+        "tiny": {"total_timesteps": 2000, "env_id": "CartPole-v1", "her": False, "learning_starts": 500},
+        "keys": [
+            "charts/episodic_return",
+            "charts/episodic_length",
+            "charts/epsilon",
+            "charts/beta",
+            "charts/SPS",
+            "losses/td_loss",
+            "losses/q_values",
+        ],
+        "bad": [
+            (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "32"], "--batch-size"),
+            (["--learning-starts", "16"], "--learning-starts"),
+            (["--per-alpha", "1.5"], "--per-alpha"),
+            (["--per-beta0", "-1"], "--per-beta0"),
+            (["--her-k", "0"], "--her-k"),
+            (["--n-bits", "0"], "--n-bits"),
+            (["--env-id", "CartPole-v1"], "--her"),
+            (["--env-id", "CartPol-v1", "--no-her"], "--env-id"),
+            (["--env-id", "Pendulum-v1", "--no-her"], "--env-id"),
+            (["--capture-video"], "--capture-video"),
+            (["--resume", "no/such/checkpoint.pt"], "--resume"),
+        ],
+    },
 }
 ALL = list(SCRIPTS)
 

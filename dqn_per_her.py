@@ -1,0 +1,718 @@
+"""DQN with Prioritized Experience Replay and Hindsight Experience Replay, on goal-conditioned tasks.
+
+DQN (as in dqn_atari.py, with an MLP): Q_theta(x, .) over x = [observation, goal], epsilon-greedy acting,
+a replay memory, a target network, and one Adam step per train_frequency environment steps on
+
+    y = r + gamma * (1 - terminated) * max_a' Q_target(x', a')     (--double-q: Q_target(x', argmax Q_theta(x', .)))
+    L = mean_i( w_i * huber(Q_theta(x_i, a_i) - y_i) )
+
+Prioritized replay (Schaul et al. 2015, arXiv:1511.05952, the proportional variant): transition i is drawn
+with probability P(i) = p_i / sum_j p_j, p_i = (|delta_i| + eps)^alpha, where delta_i is its last TD error
+and new transitions get the largest priority seen so far. The bias this adds is undone by importance
+weights w_i = (N P(i))^-beta, divided by the batch's largest, with beta annealed linearly from beta0 to 1.
+A sum tree (leaves p_i, each node the sum of its two children) finds the leaf holding a value v in
+[0, sum p) in O(log N), and updates a priority in O(log N); a batch of B draws takes one value in each of B
+equal slices of the total. The paper lowers the learning rate 4x with PER, since its updates are larger.
+
+Hindsight replay (Andrychowicz et al. 2017, arXiv:1707.01495): an episode that missed its goal g still
+shows how to reach the goals it did achieve. When an episode ends, each transition (s_t, a_t, s_t+1, g) is
+stored as it happened and k more times with g replaced by a goal achieved later in the same episode:
+`future` (achieved after a step t' in [t, T)), `final` (achieved at the end) or `episode` (after any step).
+The reward is recomputed with the environment's compute_reward(achieved_goal, new_goal, info); relabelled
+goals never come from another episode. Environments that end an episode on success (BitFlip-v0) also make
+a relabelled transition terminal where it achieves its new goal (reward 0 under the sparse -1/0 reward).
+
+Stability. With rewards in [-1, 0], every true value lies in [-1/(1 - gamma), 0]; bootstrapped targets
+outside that range are errors feeding on themselves, so the target y is clipped to it (the HER paper clips
+its DDPG targets the same way; --no-target-clip turns it off). See benchmarks/README.md for what happens
+without it at n = 50.
+
+Environments: BitFlip-v0, written and registered here (the HER paper's task: n bits, flip one per step,
+reward -1 until the state equals the goal, then the episode ends; n steps at most); any gymnasium goal
+environment (Dict observation with observation, achieved_goal, desired_goal and a vectorised
+compute_reward); and, with --no-her, ordinary environments with vector observations and discrete actions.
+
+Episode boundaries: SAME_STEP autoreset, true final observations from info["final_obs"]; a truncation
+(time limit) bootstraps from the final observation, a termination does not.
+
+Usage:
+    python dqn_per_her.py --n-bits 30                       # DQN + PER + HER on 30 bits
+    python dqn_per_her.py --n-bits 20 --no-her              # plain DQN (+ PER) fails from n = 20 on
+    python dqn_per_her.py --env-id CartPole-v1 --no-her --total-timesteps 50000
+
+TensorBoard keys:
+    charts/episodic_return    undiscounted return of each finished episode
+    charts/episodic_length    its length, environment steps
+    charts/success_rate       goal environments: 1 if the episode ended at its goal, else 0, each episode
+    charts/epsilon            exploration rate
+    charts/beta               PER importance-sampling exponent
+    charts/SPS                environment steps per second
+    losses/td_loss            weighted mean Huber TD loss of the last minibatch
+    losses/q_values           mean Q_theta(x, a) of the last minibatch
+    eval/episodic_return      return of each evaluation episode (greedy actions)
+    eval/success_rate         goal environments: success of each evaluation episode
+"""
+
+# 1. Imports
+import dataclasses
+import difflib
+import importlib.util
+import os
+import random
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+
+# 2. Args
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run folder runs/{env_id}__{exp_name}__{seed}__{unix_time}"""
+    seed: int = 1
+    """seed of python, numpy, torch, the replay's sampling and the environments"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = False
+    """use CUDA when it is available (off by default: these small MLPs run faster on the CPU)"""
+    torch_threads: int = 1
+    """torch's CPU threads (0: its default, one per core); small networks gain nothing from more"""
+    save_model: bool = False
+    """save the Q-network to {run folder}/model.pt at the end"""
+    eval_episodes: int = 10
+    """episodes to evaluate the final (saved, if --save-model) network with greedy actions; 0 skips"""
+    capture_video: bool = False
+    """record the evaluation episodes to {run folder}/videos (needs moviepy and a renderer; not BitFlip-v0)"""
+    progress: bool = True
+    """show a progress bar (plain periodic lines when stdout is not a terminal)"""
+    checkpoint_every: int = 0
+    """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
+    resume: str | None = None
+    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
+    output flags; it logs into the same run folder"""
+    # Environment
+    env_id: str = "BitFlip-v0"
+    """gymnasium id: a goal environment (BitFlip-v0, ...) or, with --no-her, one with vector observations"""
+    n_bits: int = 15
+    """BitFlip-v0 only: number of bits n (the episode lasts at most n steps)"""
+    total_timesteps: int = 20_000
+    """total environment steps, all environments together"""
+    num_envs: int = 1
+    """environments stepped together, one replay memory"""
+    # Algorithm
+    buffer_size: int = 1_000_000
+    """replay capacity, transitions (HER adds k + 1 per environment step)"""
+    learning_rate: float = 3e-3
+    """Adam learning rate (the PER paper lowers it 4x against uniform replay; with Adam we found no need)"""
+    gamma: float = 0.98
+    """discount factor, in [0, 1] (the HER paper's 0.98)"""
+    tau: float = 1.0
+    """target update rate: 1 copies the network, < 1 is Polyak averaging target <- tau Q + (1 - tau) target"""
+    target_network_frequency: int = 50
+    """environment steps between target updates"""
+    batch_size: int = 128
+    """transitions per gradient step (the HER paper's 128)"""
+    start_e: float = 0.5
+    """initial exploration rate"""
+    end_e: float = 0.02
+    """final exploration rate"""
+    exploration_fraction: float = 0.1
+    """fraction of --total-timesteps over which epsilon decays linearly"""
+    learning_starts: int = 256
+    """transitions in the replay before learning starts"""
+    train_frequency: int = 1
+    """environment steps between gradient steps"""
+    hidden_size: int = 256
+    """units in each of the two hidden layers"""
+    double_q: bool = False
+    """Double DQN target: the online network picks a', the target network values it"""
+    target_clip: bool = True
+    """clip y to [-1/(1 - gamma), 0], the range of true values with rewards in [-1, 0] (goal environments)"""
+    per: bool = True
+    """prioritized replay (proportional); --no-per samples uniformly, everything else equal"""
+    per_alpha: float = 0.6
+    """priority exponent alpha: 0 is uniform (the paper's 0.6)"""
+    per_beta0: float = 0.4
+    """initial importance-sampling exponent, annealed linearly to 1 over the run (the paper's 0.4)"""
+    per_eps: float = 1e-6
+    """added to |delta| so that no transition has priority 0"""
+    her: bool = True
+    """hindsight relabelling (goal environments only; --no-her for others)"""
+    her_strategy: Literal["future", "final", "episode"] = "future"
+    """where relabelled goals come from: achieved later in the episode, at its end, or anywhere in it"""
+    her_k: int = 4
+    """relabelled copies stored per transition"""
+
+
+# 3. Environment
+class BitFlipEnv(gym.Env):
+    """The HER paper's bit flipping: state and goal in {0, 1}^n, action i flips bit i; reward -1 per step until
+    the state equals the goal (reward 0, terminated); truncated after n steps."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
+    terminate_on_success = True
+
+    def __init__(self, n_bits: int = 15, render_mode: str | None = None):
+        self.n, self.render_mode = n_bits, render_mode
+        box = gym.spaces.Box(0.0, 1.0, (n_bits,), np.float32)
+        self.observation_space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+        self.action_space = gym.spaces.Discrete(n_bits)
+
+    def _obs(self):
+        return {"observation": self.state.copy(), "achieved_goal": self.state.copy(), "desired_goal": self.goal.copy()}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        self.goal = self.state
+        while (self.goal == self.state).all():  # never start at the goal
+            self.goal = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        self.t = 0
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        self.state[action] = 1.0 - self.state[action]
+        self.t += 1
+        reward = float(self.compute_reward(self.state, self.goal, {}))
+        success = reward == 0.0
+        return self._obs(), reward, success, self.t >= self.n and not success, {"is_success": success}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """Vectorised over leading dimensions: 0 where achieved == desired, else -1."""
+        return -(achieved_goal != desired_goal).any(-1).astype(np.float32)
+
+
+gym.register("BitFlip-v0", entry_point=BitFlipEnv)
+
+
+def is_goal_env(env: gym.Env) -> bool:
+    space = env.observation_space
+    keys = {"observation", "achieved_goal", "desired_goal"}
+    return isinstance(space, gym.spaces.Dict) and keys <= set(space.keys()) and hasattr(env.unwrapped, "compute_reward")
+
+
+def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
+    kwargs = {"n_bits": n_bits} if env_id == "BitFlip-v0" else {}
+    return gym.make(env_id, render_mode="rgb_array" if render else None, **kwargs)
+
+
+def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, n_bits)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+
+
+def network_input(obs) -> np.ndarray:
+    """Goal environments: [observation, desired_goal] along the last axis; others: the observation."""
+    if isinstance(obs, dict):
+        return np.concatenate([obs["observation"], obs["desired_goal"]], -1).astype(np.float32)
+    return np.asarray(obs, np.float32)
+
+
+# 4. Storage: a sum tree, a (prioritized) replay memory and hindsight relabelling
+class SumTree:
+    """A complete binary tree over `capacity` leaves (rounded up to a power of two) in one array: node i has
+    children 2i and 2i + 1, the root is node 1, leaf j is node size + j. Each node holds the sum of its leaves."""
+
+    def __init__(self, capacity: int):
+        self.size = 1 << max(capacity - 1, 1).bit_length()
+        self.depth = self.size.bit_length() - 1
+        self.nodes = np.zeros(2 * self.size)
+
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def update(self, leaves: np.ndarray, values: np.ndarray):
+        """Set leaves to values, then recompute their ancestors level by level: O(B log N)."""
+        i = leaves + self.size
+        self.nodes[i] = values
+        for _ in range(self.depth):
+            i = i // 2
+            self.nodes[i] = self.nodes[2 * i] + self.nodes[2 * i + 1]
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """For each v in [0, total), the leaf j with sum(leaves < j) <= v < sum(leaves <= j): descend, going
+        right (and subtracting the left sum) where v is not below the left child's sum. O(B log N)."""
+        i = np.ones(len(values), np.int64)
+        for _ in range(self.depth):
+            left = self.nodes[2 * i]
+            right = values >= left
+            values = np.where(right, values - left, values)
+            i = 2 * i + right
+        return i - self.size
+
+
+class ReplayMemory:
+    """A ring of transitions (x, a, r, terminated, x') with x the network's input; with prioritized=True also a
+    sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far."""
+
+    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int):
+        self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
+        self.x = np.zeros((capacity, x_dim), np.float32)
+        self.next_x = np.zeros((capacity, x_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, bool)
+        self.pos, self.size = 0, 0
+        self.tree = SumTree(capacity) if prioritized else None
+        self.max_priority = 1.0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, x, actions, rewards, terminated, next_x):
+        """B transitions, each argument with leading dimension B."""
+        idx = (self.pos + np.arange(len(actions))) % self.capacity
+        self.x[idx], self.actions[idx], self.rewards[idx] = x, actions, rewards
+        self.terminated[idx], self.next_x[idx] = terminated, next_x
+        if self.prioritized:
+            self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))
+        self.pos = int((self.pos + len(actions)) % self.capacity)
+        self.size = min(self.size + len(actions), self.capacity)
+
+    def sample(self, n: int, beta: float) -> dict:
+        """n transitions with their indices and importance weights (all 1 without prioritization)."""
+        if not self.prioritized:
+            idx = self.rng.integers(0, self.size, n)
+            weights = np.ones(n, np.float32)
+        else:  # one draw in each of n equal slices of the total priority
+            total = self.tree.total()
+            values = (np.arange(n) + self.rng.random(n)) * (total / n)
+            idx = np.minimum(self.tree.find(values), self.size - 1)
+            weights = importance_weights(self.tree.nodes[idx + self.tree.size] / total, self.size, beta)
+        return {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
+
+    def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray):
+        priorities = np.abs(td_errors) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(idx, priorities**self.alpha)
+
+    def state_dict(self) -> dict:
+        arrays = ("x", "next_x", "actions", "rewards", "terminated")
+        state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in arrays}
+        return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
+                "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
+                "rng": self.rng.bit_generator.state}  # fmt: skip
+
+    def load_state_dict(self, state: dict):
+        for k in ("x", "next_x", "actions", "rewards", "terminated"):
+            getattr(self, k)[: state["size"]] = state[k].numpy()
+        self.pos, self.size, self.max_priority = state["pos"], state["size"], state["max_priority"]
+        if self.tree is not None and state["tree"] is not None:
+            self.tree.nodes[:] = state["tree"].numpy()
+        elif self.tree is not None:  # saved without priorities: every stored transition at priority 1
+            self.tree.update(np.arange(self.size), np.ones(self.size))
+        self.rng.bit_generator.state = state["rng"]
+
+
+def her_relabel(achieved: np.ndarray, strategy: str, k: int, rng: np.random.Generator) -> tuple:
+    """achieved (T + 1, G): the achieved goal of s_0 .. s_T of one episode. For each transition t, k goals
+    achieved in the same episode: future: after a step t' uniform in [t, T); final: at the end (s_T);
+    episode: after a step t' uniform in [0, T). Returns (t (T k,), goals (T k, G))."""
+    T = len(achieved) - 1
+    t = np.repeat(np.arange(T), k)
+    if strategy == "future":
+        later = rng.integers(t, T)
+    elif strategy == "final":
+        later = np.full_like(t, T - 1)
+    else:
+        later = rng.integers(0, T, len(t))
+    return t, achieved[later + 1]
+
+
+# 5. Networks
+class QNetwork(nn.Module):
+    """x (B, obs + goal) -> (B, actions) Q-values; two ReLU hidden layers."""
+
+    def __init__(self, in_dim: int, n_actions: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_actions))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# 6. Targets and losses
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """From start to end over `duration` steps, then constant."""
+    return max(min(start, end), min(max(start, end), start + (end - start) * t / duration)) if duration > 0 else end
+
+
+def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
+    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at x'. Returns y (B,):
+    r + gamma (1 - terminated) max_a' Q_target(x', a'), or with double_q Q_target(x', argmax_a' Q_online(x', a'))."""
+    if double_q:
+        next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
+    else:
+        next_value = next_q_target.max(1).values
+    return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
+
+
+def importance_weights(probabilities: np.ndarray, n: int, beta: float) -> np.ndarray:
+    """w_i = (n P(i))^-beta, divided by the largest in the batch so that updates only shrink. (B,) -> (B,)."""
+    w = (n * probabilities) ** -beta
+    return (w / w.max()).astype(np.float32)
+
+
+def dqn_loss(q_network, target_network, b: dict, args: Args, clip_target: bool, device):
+    """Weighted Huber TD loss of minibatch b, Q_theta(x, a) (B,) and the TD errors y - Q (B,). clip_target: y
+    into [-1/(1 - gamma), 0] (goal environments, rewards in [-1, 0])."""
+    x, next_x = torch.as_tensor(b["x"], device=device), torch.as_tensor(b["next_x"], device=device)
+    rewards, terminated = torch.as_tensor(b["rewards"], device=device), torch.as_tensor(b["terminated"], device=device)
+    with torch.no_grad():
+        next_q_online = q_network(next_x) if args.double_q else None
+        y = td_target(rewards, terminated, target_network(next_x), next_q_online, args.gamma, args.double_q)
+        if clip_target:
+            y = y.clamp(-1.0 / (1.0 - args.gamma) if args.gamma < 1 else -float("inf"), 0.0)
+    q_taken = q_network(x).gather(1, torch.as_tensor(b["actions"], device=device).unsqueeze(1)).squeeze(1)
+    weights = torch.as_tensor(b["weights"], device=device)
+    td_loss = (weights * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()
+    return td_loss, q_taken, (y - q_taken).detach()
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
+    """Check every flag before any work; return the single observation and action spaces, and whether the
+    environment is goal-conditioned."""
+    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
+                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
+                        ("--train-frequency", args.train_frequency), ("--hidden-size", args.hidden_size),
+                        ("--target-network-frequency", args.target_network_frequency), ("--her-k", args.her_k),
+                        ("--n-bits", args.n_bits)]:  # fmt: skip
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
+                        ("--exploration-fraction", args.exploration_fraction), ("--per-alpha", args.per_alpha),
+                        ("--per-beta0", args.per_beta0)]:  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            fail(flag, f"must be in [0, 1], got {value}")
+    for flag, value in [("--tau", args.tau), ("--learning-rate", args.learning_rate), ("--per-eps", args.per_eps)]:
+        if not value > 0 or (flag == "--tau" and value > 1):
+            fail(flag, f"must be {'in (0, 1]' if flag == '--tau' else 'positive'}, got {value}")
+    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
+                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.batch_size > args.buffer_size:
+        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
+    if not args.batch_size <= args.learning_starts <= args.buffer_size:
+        fail("--learning-starts", f"must be in [--batch-size, --buffer-size] = [{args.batch_size}, "
+                                  f"{args.buffer_size}], got {args.learning_starts}")  # fmt: skip
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
+    if args.env_id not in gym.registry:
+        close = difflib.get_close_matches(args.env_id, list(gym.registry), n=3)
+        fail(
+            "--env-id",
+            f"unknown environment {args.env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+        )
+    try:
+        env = make_env(args.env_id, args.n_bits)
+    except (gym.error.Error, ImportError) as e:
+        fail("--env-id", f"{args.env_id} cannot be created: {e}")
+    goal = is_goal_env(env)
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        fail("--env-id", f"{args.env_id} has action space {env.action_space}; DQN needs a Discrete one")
+    if args.her and not goal:
+        fail("--her", f"{args.env_id} is not a goal environment (Dict observation with achieved_goal and "
+                      "desired_goal, and compute_reward); pass --no-her")  # fmt: skip
+    if not goal and not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or a goal env")
+    if args.capture_video:
+        if "rgb_array" not in env.metadata.get("render_modes", []):
+            fail("--capture-video", f"{args.env_id} has no rgb_array renderer")
+        try:
+            with make_env(args.env_id, args.n_bits, render=True) as video_env:
+                video_env.reset(seed=0)
+                video_env.render()
+        except gym.error.DependencyNotInstalled as e:
+            fail("--capture-video", f"{args.env_id} cannot render: {e}")
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return *spaces, goal
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
+                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{np.mean(recent):.1f}" if recent else "-"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> tuple[list, list]:
+    """Whole episodes with greedy actions; returns their returns and (goal environments) successes."""
+    env = make_env(args.env_id, args.n_bits, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    obs, _ = env.reset(seed=seed)
+    returns, successes, total = [], [], 0.0
+    while len(returns) < args.eval_episodes:
+        with torch.no_grad():
+            action = int(q_network(torch.as_tensor(network_input(obs), device=device)[None]).argmax(1).item())
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            successes.append(float(info.get("is_success", 0.0)))
+            total = 0.0
+            obs, _ = env.reset()
+    env.close()
+    return returns, successes
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def main(args: Args) -> dict:
+    # 7. Setup
+    checkpoint = None
+    if args.resume is not None:
+        if not os.path.isfile(args.resume):
+            fail("--resume", f"no checkpoint file at {args.resume!r}")
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+        keep = ("total_timesteps", "checkpoint_every", "resume", "cuda", "progress", "save_model", "eval_episodes",
+                "capture_video")  # fmt: skip
+        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
+        args = dataclasses.replace(args, **saved)
+    obs_space, action_space, goal_env = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    x_dim = network_input(obs_space.sample()).shape[-1]
+    q_network = QNetwork(x_dim, action_space.n, args.hidden_size).to(device)
+    target_network = QNetwork(x_dim, action_space.n, args.hidden_size).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel per step
+    replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed)
+    global_step, num_updates = 0, 0
+    if checkpoint is not None:
+        q_network.load_state_dict(checkpoint["q_network"])
+        target_network.load_state_dict(checkpoint["target_network"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        replay.load_state_dict(checkpoint["replay"])
+        global_step, num_updates, run_dir = checkpoint["global_step"], checkpoint["num_updates"], checkpoint["run_dir"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        del checkpoint
+    else:
+        unix_time = int(time.time())
+        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
+            unix_time += 1  # never write into an earlier run's folder
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
+
+    envs = make_envs(args.env_id, args.num_envs, args.n_bits)
+    E = args.num_envs
+    compute_reward = envs.envs[0].unwrapped.compute_reward if goal_env else None
+    terminate_on_success = getattr(envs.envs[0].unwrapped, "terminate_on_success", False)
+    episodes = [[] for _ in range(E)]  # HER: the transitions of each environment's episode in progress
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum  # finish the step in progress, then checkpoint and exit
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def write_checkpoint():
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
+                         "target_network": target_network.state_dict(), "global_step": global_step,
+                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng, "replay": replay.state_dict()},
+                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+
+    def store_episode(episode: list):
+        """HER: the episode's transitions as they happened, then k relabelled copies of each."""
+        obs = np.stack([s for s, *_ in episode])  # (T, O) observations s_t
+        next_obs = np.stack([s for *_, s, _ in episode])  # (T, O) observations s_t+1
+        achieved = np.stack([episode[0][1]] + [ag for *_, ag in episode])  # (T + 1, G)
+        desired = episode[0][2]
+        actions, rewards, terminated = (np.array([tr[i] for tr in episode]) for i in (3, 4, 5))
+        originals = np.broadcast_to(desired, (len(episode), len(desired)))
+        replay.add(np.concatenate([obs, originals], 1), actions, rewards, terminated,
+                   np.concatenate([next_obs, originals], 1))  # fmt: skip
+        t, goals = her_relabel(achieved, args.her_strategy, args.her_k, replay.rng)
+        new_rewards = compute_reward(achieved[t + 1], goals, {})
+        new_terminated = (new_rewards == 0) if terminate_on_success else np.zeros(len(t), bool)
+        replay.add(np.concatenate([obs[t], goals], 1), actions[t], new_rewards, new_terminated,
+                   np.concatenate([next_obs[t], goals], 1))  # fmt: skip
+
+    # 8. Loop
+    start_time, start_step, sps = time.time(), global_step, 0
+    episodic_returns, episodic_steps, successes, recent_returns = [], [], [], deque(maxlen=20)
+    ep_return, ep_length = np.zeros(E), np.zeros(E, dtype=np.int64)
+    progress = ProgressReport(args.total_timesteps, global_step, args.progress)
+    obs, _ = envs.reset(seed=args.seed + global_step)
+    envs.action_space.seed(args.seed + global_step)
+    x = network_input(obs)
+    next_checkpoint = global_step + args.checkpoint_every
+    explore_steps = int(args.exploration_fraction * args.total_timesteps)
+    while global_step < args.total_timesteps:
+        # ACT
+        epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)
+        actions = envs.action_space.sample()
+        greedy = np.random.random(E) >= epsilon
+        if greedy.any():
+            with torch.no_grad():
+                actions[greedy] = q_network(torch.as_tensor(x[greedy], device=device)).argmax(1).cpu().numpy()
+
+        # STEP
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        global_step += E
+        dones = terminations | truncations
+        next_x = network_input(next_obs)
+        final_x = next_x.copy()  # x' of each transition: the true final observation where an episode ended
+        for i in np.flatnonzero(dones):
+            final_x[i] = network_input(infos["final_obs"][i])
+
+        # RECORD EPISODES
+        ep_return += rewards
+        ep_length += 1
+        for i in np.flatnonzero(dones):
+            episodic_returns.append(float(ep_return[i]))
+            episodic_steps.append(global_step)
+            recent_returns.append(float(ep_return[i]))
+            writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
+            writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
+            if goal_env:
+                successes.append(float(infos["final_info"]["is_success"][i]))
+                writer.add_scalar("charts/success_rate", successes[-1], global_step)
+        ep_return[dones], ep_length[dones] = 0.0, 0
+
+        # STORE: goal environments with HER keep each episode until it ends, then add it with relabelled copies
+        if args.her:
+            for i in range(E):
+                final = infos["final_obs"][i] if dones[i] else {k: v[i] for k, v in next_obs.items()}
+                episodes[i].append((obs["observation"][i], obs["achieved_goal"][i], obs["desired_goal"][i],
+                                    actions[i], rewards[i], terminations[i], final["observation"],
+                                    final["achieved_goal"]))  # fmt: skip
+                if dones[i]:
+                    store_episode(episodes[i])
+                    episodes[i] = []
+        else:
+            replay.add(x, actions, rewards, terminations, final_x)
+        obs, x = next_obs, next_x
+
+        # LEARN
+        if len(replay) >= args.learning_starts:
+            beta = linear_schedule(args.per_beta0, 1.0, args.total_timesteps, global_step)
+            for _ in range(global_step // args.train_frequency - (global_step - E) // args.train_frequency):
+                b = replay.sample(args.batch_size, beta)
+                td_loss, q_taken, td_errors = dqn_loss(
+                    q_network, target_network, b, args, args.target_clip and goal_env, device
+                )
+                optimizer.zero_grad()
+                td_loss.backward()
+                optimizer.step()
+                if args.per:
+                    replay.update_priorities(b["idx"], td_errors.cpu().numpy())
+                num_updates += 1
+
+                # LOG
+                if num_updates % 100 == 1:  # the first update, then every 100th
+                    sps = int((global_step - start_step) / (time.time() - start_time))
+                    writer.add_scalar("losses/td_loss", td_loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, global_step)
+                    writer.add_scalar("charts/beta", beta, global_step)
+                    writer.add_scalar("charts/SPS", sps, global_step)
+            if global_step // args.target_network_frequency > (global_step - E) // args.target_network_frequency:
+                for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
+                    tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
+
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        progress.update(global_step, sps, recent_returns)
+        if args.checkpoint_every and global_step >= next_checkpoint:
+            write_checkpoint()
+            next_checkpoint += args.checkpoint_every
+        if stop["signal"] is not None:
+            break
+    progress.close()
+    envs.close()
+
+    # 9. Teardown
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
+              "episodic_steps": episodic_steps, "successes": successes, "sps": sps, "eval_returns": [],
+              "eval_successes": [], "interrupted": stop["signal"] is not None, "num_updates": num_updates,
+              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"), "replay": replay,
+              "q_network": q_network, "target_network": target_network, "optimizer": optimizer}  # fmt: skip
+    if stop["signal"] is not None:
+        write_checkpoint()
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
+              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+    else:
+        model_path = None
+        if args.save_model:
+            model_path = os.path.join(run_dir, "model.pt")
+            save_atomically({"args": vars(args), "q_network": q_network.state_dict()}, model_path)
+            print(f"model saved to {model_path}")
+        if args.eval_episodes > 0:
+            if model_path:  # evaluate what was saved, exactly as a user would load it
+                q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
+            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+            result["eval_returns"], result["eval_successes"] = evaluate(q_network, args, args.seed + 10_000,
+                                                                        video_dir, device)  # fmt: skip
+            for i, r in enumerate(result["eval_returns"]):
+                writer.add_scalar("eval/episodic_return", r, i)
+                if goal_env:
+                    writer.add_scalar("eval/success_rate", result["eval_successes"][i], i)
+            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} episodes")
+    writer.close()
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
