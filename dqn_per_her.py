@@ -121,15 +121,15 @@ class Args:
     """discount factor, in [0, 1] (the HER paper's 0.98)"""
     tau: float = 1.0
     """target update rate: 1 copies the network, < 1 is Polyak averaging target <- tau Q + (1 - tau) target"""
-    target_network_frequency: int = 50
+    target_network_frequency: int = 20
     """environment steps between target updates"""
     batch_size: int = 128
     """transitions per gradient step (the HER paper's 128)"""
-    start_e: float = 0.5
+    start_e: float = 1.0
     """initial exploration rate"""
     end_e: float = 0.02
     """final exploration rate"""
-    exploration_fraction: float = 0.1
+    exploration_fraction: float = 0.05
     """fraction of --total-timesteps over which epsilon decays linearly"""
     learning_starts: int = 256
     """transitions in the replay before learning starts"""

@@ -1,7 +1,7 @@
 """Turn a benchmark run (benchmarks/runs/{name}/) into CSV curves, a PNG plot and a markdown table.
 
 Reads each job's TensorBoard events with tensorboard's own reader. For every (script, env id, variant):
-- a CSV curve: the `--window`-episode moving mean of charts/episodic_return of each seed, interpolated on a
+- a CSV curve: the `--window`-episode moving mean of charts/episodic_return (or --tag) of each seed, interpolated on a
   common grid of environment steps; columns step, mean, std, min, max, then one per seed;
 - one PNG with a panel per env id, each variant as its mean with a min-max band over seeds;
 - a table row: final score (mean +- std over seeds of each seed's last 100 training episodes), steps until
@@ -58,6 +58,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
     parser.add_argument("--threshold", nargs="*", default=[], help="ENV_ID=VALUE, e.g. CartPole-v1=475")
+    parser.add_argument(
+        "--tag", default="charts/episodic_return", help="the scalar to report, e.g. charts/success_rate"
+    )
     parser.add_argument("--window", type=int, default=20, help="episodes in the moving mean (default 20)")
     parser.add_argument("--points", type=int, default=200, help="grid points of the CSV curves")
     args = parser.parse_args()
@@ -81,8 +84,8 @@ def main():
     for (script, env_id, variant), jobs in groups.items():
         per_seed = []
         for job in jobs:
-            s = read_scalars(job["run_dir"], ["charts/episodic_return", "charts/SPS"])
-            steps, returns = s["charts/episodic_return"][:, 0], s["charts/episodic_return"][:, 1]
+            s = read_scalars(job["run_dir"], [args.tag, "charts/SPS"])
+            steps, returns = s[args.tag][:, 0], s[args.tag][:, 1]
             smooth = moving_mean(returns, args.window)
             threshold = thresholds.get(env_id)
             reached = steps_to_threshold(steps, smooth, threshold, args.window) if threshold is not None else None

@@ -1,0 +1,74 @@
+"""The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on BitFlip-v0: success rate against n.
+
+Reads benchmarks/runs/{name}/ (variants named "her-n{N}" and "dqn-n{N}", made by run.py) and, for every
+variant and seed, the success of each training episode (charts/success_rate). Per seed: the final success
+rate (last 100 episodes), the first step where a 100-episode window reaches --threshold, and the lowest
+100-episode window after that. Writes benchmarks/results/{name}/figure1.png and figure1.md.
+
+    python benchmarks/her_figure1.py --name her_bits
+"""
+
+import argparse
+import json
+import re
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from report import ROOT, moving_mean, read_scalars  # benchmarks/report.py
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="her_bits")
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--window", type=int, default=100)
+    args = parser.parse_args()
+    runs = ROOT / "benchmarks" / "runs" / args.name
+    meta = json.loads((runs / "meta.json").read_text())
+    jobs = [json.loads(line) for line in (runs / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    table = defaultdict(list)  # (method, n) -> per-seed dicts
+    for job in jobs:
+        method, n = re.fullmatch(r"(\w+)-n(\d+)", job["variant"]).groups()
+        s = read_scalars(job["run_dir"], ["charts/success_rate", "charts/SPS"])["charts/success_rate"]
+        steps, success = s[:, 0], s[:, 1]
+        window = moving_mean(success, args.window)[args.window - 1 :]
+        hits = np.flatnonzero(window >= args.threshold)
+        reached = int(steps[args.window - 1 + hits[0]]) if len(hits) else None
+        cmd = job["command"]
+        total = int(cmd[cmd.index("--total-timesteps") + 1])
+        table[method, int(n)].append({"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached,
+                                      "min_after": window[hits[0] :].min() if len(hits) else None, "total": total})  # fmt: skip
+    lines = [(f"| method | n bits | steps run | final success (last {args.window} ep.), mean ± std | "
+             f"steps to {args.threshold} per seed | lowest {args.window}-episode window after it, per seed |"),
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, label in (("her", "DQN + HER"), ("dqn", "DQN")):
+        ns = sorted(n for m, n in table if m == method)
+        means = [np.mean([r["final"] for r in table[method, n]]) for n in ns]
+        stds = [np.std([r["final"] for r in table[method, n]]) for n in ns]
+        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label)
+        for n in ns:
+            rows = sorted(table[method, n], key=lambda r: r["seed"])
+            lines.append(f"| {label} | {n} | {rows[0]['total']} | {np.mean([r['final'] for r in rows]):.3f} ± "
+                         f"{np.std([r['final'] for r in rows]):.3f} | "
+                         + ", ".join("-" if r["reached"] is None else str(r["reached"]) for r in rows) + " | "
+                         + ", ".join("-" if r["min_after"] is None else f"{r['min_after']:.2f}" for r in rows) + " |")  # fmt: skip
+    ax.set(xlabel="number of bits n", ylabel=f"success rate (last {args.window} episodes)", ylim=(-0.05, 1.05),
+           title="Bit flipping (HER paper, Figure 1)")  # fmt: skip
+    ax.legend()
+    out = ROOT / "benchmarks" / "results" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "figure1.png", dpi=120, bbox_inches="tight")
+    seeds = sorted({r["seed"] for rows in table.values() for r in rows})
+    lines += ["", f"Seeds {seeds}. Machine: {meta['machine']}. Commit: `{meta['commit']}`, started {meta['started']}.",
+              f"Commands: `{meta['command']}` then `python benchmarks/her_figure1.py --name {args.name}`."]  # fmt: skip
+    (out / "figure1.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
