@@ -23,13 +23,15 @@ from report import ROOT, moving_mean, read_scalars  # benchmarks/report.py
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="her_bits")
+    parser.add_argument("--name", nargs="+", default=["her_bits"], help="one or more grids; output in the first")
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--window", type=int, default=100)
     args = parser.parse_args()
-    runs = ROOT / "benchmarks" / "runs" / args.name
-    meta = json.loads((runs / "meta.json").read_text())
-    jobs = [json.loads(line) for line in (runs / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    metas, jobs = [], []
+    for name in args.name:
+        runs = ROOT / "benchmarks" / "runs" / name
+        metas.append(json.loads((runs / "meta.json").read_text()))
+        jobs += [json.loads(line) for line in (runs / "manifest.jsonl").read_text().splitlines() if line.strip()]
     table = defaultdict(list)  # (method, n) -> per-seed dicts
     for job in jobs:
         method, n = re.fullmatch(r"(\w+)-n(\d+)", job["variant"]).groups()
@@ -60,12 +62,13 @@ def main():
     ax.set(xlabel="number of bits n", ylabel=f"success rate (last {args.window} episodes)", ylim=(-0.05, 1.05),
            title="Bit flipping (HER paper, Figure 1)")  # fmt: skip
     ax.legend()
-    out = ROOT / "benchmarks" / "results" / args.name
+    out = ROOT / "benchmarks" / "results" / args.name[0]
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "figure1.png", dpi=120, bbox_inches="tight")
     seeds = sorted({r["seed"] for rows in table.values() for r in rows})
-    lines += ["", f"Seeds {seeds}. Machine: {meta['machine']}. Commit: `{meta['commit']}`, started {meta['started']}.",
-              f"Commands: `{meta['command']}` then `python benchmarks/her_figure1.py --name {args.name}`."]  # fmt: skip
+    lines += ["", f"Seeds {seeds}. Machine: {metas[0]['machine']}."]
+    lines += [f"Commit `{m['commit']}`, started {m['started']}: `{m['command']}`" for m in metas]
+    lines += [f"Then: `python benchmarks/her_figure1.py --name {' '.join(args.name)}`."]
     (out / "figure1.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
