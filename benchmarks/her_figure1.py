@@ -1,6 +1,6 @@
 """The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on BitFlip-v0: success rate against n.
 
-Reads benchmarks/runs/{name}/ (variants named "her-n{N}" and "dqn-n{N}", made by run.py) and, for every
+Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py) and, for every
 variant and seed, the success of each training episode (charts/success_rate). Per seed: the final success
 rate (last 100 episodes), the first step where a 100-episode window reaches --threshold, and the lowest
 100-episode window after that. Writes benchmarks/results/{name}/figure1.png and figure1.md.
@@ -48,7 +48,11 @@ def main():
              f"steps to {args.threshold} per seed | lowest {args.window}-episode window after it, per seed |"),
              "|---|---|---|---|---|---|"]  # fmt: skip
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, label in (("her", "DQN + HER"), ("dqn", "DQN")):
+    labels = {"her": "DQN + HER", "dqn": "DQN"}
+    for method in sorted(
+        {m for m, _ in table}, key=lambda m: (m not in labels, list(labels).index(m) if m in labels else m)
+    ):
+        label = labels.get(method, method)
         ns = sorted(n for m, n in table if m == method)
         means = [np.mean([r["final"] for r in table[method, n]]) for n in ns]
         stds = [np.std([r["final"] for r in table[method, n]]) for n in ns]
