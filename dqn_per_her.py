@@ -24,8 +24,8 @@ a relabelled transition terminal where it achieves its new goal (reward 0 under 
 
 Stability. With rewards in [-1, 0], every true value lies in [-1/(1 - gamma), 0]; bootstrapped targets
 outside that range are errors feeding on themselves, so the target y is clipped to it (the HER paper clips
-its DDPG targets the same way; --no-target-clip turns it off). See benchmarks/README.md for what happens
-without it at n = 50.
+its DDPG targets the same way; --no-target-clip turns it off). Whether this prevents the collapse that some
+DQN + HER runs show after solving 50 bits is not measured yet (benchmarks/README.md).
 
 Environments: BitFlip-v0, written and registered here (the HER paper's task: n bits, flip one per step,
 reward -1 until the state equals the goal, then the episode ends; n steps at most); any gymnasium goal
@@ -36,7 +36,7 @@ Episode boundaries: SAME_STEP autoreset, true final observations from info["fina
 (time limit) bootstraps from the final observation, a termination does not.
 
 Usage:
-    python dqn_per_her.py --n-bits 30                       # DQN + PER + HER on 30 bits
+    python dqn_per_her.py --n-bits 20                       # DQN + PER + HER: 20 bits in about 10k steps
     python dqn_per_her.py --n-bits 20 --no-her              # plain DQN (+ PER) fails from n = 20 on
     python dqn_per_her.py --env-id CartPole-v1 --no-her --total-timesteps 50000
 
@@ -116,7 +116,7 @@ class Args:
     buffer_size: int = 1_000_000
     """replay capacity, transitions (HER adds k + 1 per environment step)"""
     learning_rate: float = 3e-3
-    """Adam learning rate (the PER paper lowers it 4x against uniform replay; with Adam we found no need)"""
+    """Adam learning rate (the PER paper lowers it 4x with prioritization, whose updates are larger; not here)"""
     gamma: float = 0.98
     """discount factor, in [0, 1] (the HER paper's 0.98)"""
     tau: float = 1.0
