@@ -1,7 +1,7 @@
 """The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on BitFlip-v0: success rate against n.
 
 Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py) and, for every
-variant and seed, the success of each training episode (charts/success_rate). Per seed: the final success
+variant and seed (grouped by n and the run's --total-timesteps; the plot shows each n's longest runs), the success of each training episode (charts/success_rate). Per seed: the final success
 rate (last 100 episodes), the first step where a 100-episode window reaches --threshold, and the lowest
 100-episode window after that. Writes benchmarks/results/{name}/figure1.png and figure1.md.
 
@@ -42,7 +42,7 @@ def main():
         reached = int(steps[args.window - 1 + hits[0]]) if len(hits) else None
         cmd = job["command"]
         total = int(cmd[cmd.index("--total-timesteps") + 1])
-        table[method, int(n)].append({"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached,
+        table[method, int(n), total].append({"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached,
                                       "min_after": window[hits[0] :].min() if len(hits) else None, "total": total})  # fmt: skip
     lines = [(f"| method | n bits | steps run | final success (last {args.window} ep.), mean ± std | "
              f"steps to {args.threshold} per seed | lowest {args.window}-episode window after it, per seed |"),
@@ -50,15 +50,16 @@ def main():
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = {"her": "DQN + HER", "dqn": "DQN"}
     for method in sorted(
-        {m for m, _ in table}, key=lambda m: (m not in labels, list(labels).index(m) if m in labels else m)
+        {m for m, _, _ in table}, key=lambda m: (m not in labels, list(labels).index(m) if m in labels else m)
     ):
         label = labels.get(method, method)
-        ns = sorted(n for m, n in table if m == method)
-        means = [np.mean([r["final"] for r in table[method, n]]) for n in ns]
-        stds = [np.std([r["final"] for r in table[method, n]]) for n in ns]
-        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label)
-        for n in ns:
-            rows = sorted(table[method, n], key=lambda r: r["seed"])
+        runs = sorted((n, total) for m, n, total in table if m == method)
+        longest = {n: total for n, total in runs}  # the plot shows each n's longest runs
+        means = [np.mean([r["final"] for r in table[method, n, t]]) for n, t in longest.items()]
+        stds = [np.std([r["final"] for r in table[method, n, t]]) for n, t in longest.items()]
+        ax.errorbar(list(longest), means, yerr=stds, marker="o", capsize=3, label=label)
+        for n, total in runs:
+            rows = sorted(table[method, n, total], key=lambda r: r["seed"])
             lines.append(f"| {label} | {n} | {rows[0]['total']} | {np.mean([r['final'] for r in rows]):.3f} ± "
                          f"{np.std([r['final'] for r in rows]):.3f} | "
                          + ", ".join("-" if r["reached"] is None else str(r["reached"]) for r in rows) + " | "
