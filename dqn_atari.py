@@ -390,9 +390,9 @@ class QNetwork(nn.Module):
 
 
 # 6. Targets and losses
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
-    """epsilon at step t: from start_e to end_e over `duration` steps, then constant."""
-    return max(end_e, start_e + (end_e - start_e) * t / duration) if duration > 0 else end_e
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """From start at step 0 to end at step `duration`, linearly, then constant."""
+    return start + (end - start) * t / duration if t < duration else end
 
 
 def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
@@ -603,11 +603,10 @@ def main(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed + global_step)
     envs.action_space.seed(args.seed + global_step)
     next_checkpoint = global_step + args.checkpoint_every
-    epsilon = args.start_e
+    explore_steps = int(args.exploration_fraction * args.total_timesteps)
     while global_step < args.total_timesteps:
         # ACT: uniformly random until learning starts, then epsilon-greedy (the network only runs when needed)
-        epsilon = linear_schedule(args.start_e, args.end_e, int(args.exploration_fraction * args.total_timesteps),
-                                  global_step)  # fmt: skip
+        epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)
         actions = envs.action_space.sample()
         greedy = np.random.random(E) >= epsilon
         if len(replay) >= args.learning_starts and greedy.any():

@@ -349,8 +349,8 @@ class QNetwork(nn.Module):
 
 # 6. Targets and losses
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """From start to end over `duration` steps, then constant."""
-    return max(min(start, end), min(max(start, end), start + (end - start) * t / duration)) if duration > 0 else end
+    """From start at step 0 to end at step `duration`, linearly, then constant."""
+    return start + (end - start) * t / duration if t < duration else end
 
 
 def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
@@ -614,9 +614,6 @@ def main(args: Args) -> dict:
         global_step += E
         dones = terminations | truncations
         next_x = network_input(next_obs)
-        final_x = next_x.copy()  # x' of each transition: the true final observation where an episode ended
-        for i in np.flatnonzero(dones):
-            final_x[i] = network_input(infos["final_obs"][i])
 
         # RECORD EPISODES
         ep_return += rewards
@@ -643,6 +640,9 @@ def main(args: Args) -> dict:
                     store_episode(episodes[i])
                     episodes[i] = []
         else:
+            final_x = next_x.copy()  # x' of each transition: the true final observation where an episode ended
+            for i in np.flatnonzero(dones):
+                final_x[i] = network_input(infos["final_obs"][i])
             replay.add(x, actions, rewards, terminations, final_x)
         obs, x = next_obs, next_x
 
