@@ -15,12 +15,15 @@ A sum tree (leaves p_i, each node the sum of its two children) finds the leaf ho
 equal slices of the total. The paper lowers the learning rate 4x with PER, since its updates are larger.
 
 Hindsight replay (Andrychowicz et al. 2017, arXiv:1707.01495): an episode that missed its goal g still
-shows how to reach the goals it did achieve. When an episode ends, each transition (s_t, a_t, s_t+1, g) is
-stored as it happened and k more times with g replaced by a goal achieved later in the same episode:
-`future` (achieved after a step t' in [t, T)), `final` (achieved at the end) or `episode` (after any step).
-The reward is recomputed with the environment's compute_reward(achieved_goal, new_goal, info); relabelled
-goals never come from another episode. Environments that end an episode on success (BitFlip-v0) also make
-a relabelled transition terminal where it achieves its new goal (reward 0 under the sparse -1/0 reward).
+shows how to reach the goals it did achieve. Each transition (s_t, a_t, s_t+1, g) is stored once, as it
+happened, when its episode ends; each time it is sampled, with probability k / (k + 1), its goal is replaced
+by one achieved in the same episode: `future` (achieved after a step t' in [t, T)), `final` (at the end) or
+`episode` (after any step), so that k relabelled goals come for each original one, a fresh goal at every
+draw (as in the paper's own code, OpenAI baselines). The reward is recomputed with the environment's
+compute_reward(achieved_goal, new_goal, info); relabelled goals never come from another episode.
+Environments that end an episode on success (BitFlip-v0) also make a relabelled transition terminal where it
+achieves its new goal (reward 0 under the sparse -1/0 reward). With both, a transition's priority is the TD
+error of the goal it was last sampled with.
 
 Stability. With rewards in [-1, 0], every true value lies in [-1/(1 - gamma), 0]; bootstrapped targets
 outside that range are errors feeding on themselves, so the target y is clipped to it (the HER paper clips
@@ -114,7 +117,7 @@ class Args:
     """environments stepped together, one replay memory"""
     # Algorithm
     buffer_size: int = 1_000_000
-    """replay capacity, transitions (HER adds k + 1 per environment step)"""
+    """replay capacity, transitions (one per environment step; HER relabels them when sampled)"""
     learning_rate: float = 3e-3
     """Adam learning rate (the PER paper lowers it 4x with prioritization, whose updates are larger; not here)"""
     gamma: float = 0.98
@@ -154,7 +157,8 @@ class Args:
     her_strategy: Literal["future", "final", "episode"] = "future"
     """where relabelled goals come from: achieved later in the episode, at its end, or anywhere in it"""
     her_k: int = 4
-    """relabelled copies stored per transition"""
+    """relabelled goals per original one: each sampled transition gets a relabelled goal with probability
+    k / (k + 1)"""
 
 
 # 3. Environment
@@ -256,15 +260,22 @@ class SumTree:
 
 class ReplayMemory:
     """A ring of transitions (x, a, r, terminated, x') with x the network's input; with prioritized=True also a
-    sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far."""
+    sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far. For HER (goal_dim > 0
+    and `hindsight` set), whole episodes are added in order, with the goal achieved at each x', and the last
+    goal_dim entries of x and x' (the goal) are relabelled when sampled."""
 
-    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int):
+    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int,
+                 goal_dim: int = 0):  # fmt: skip
         self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
         self.x = np.zeros((capacity, x_dim), np.float32)
         self.next_x = np.zeros((capacity, x_dim), np.float32)
         self.actions = np.zeros(capacity, np.int64)
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, bool)
+        self.next_achieved = np.zeros((capacity, goal_dim), np.float32)  # HER: the goal achieved at x'
+        self.episode_start = np.zeros(capacity, np.int64)  # HER: ring positions of the first and last
+        self.episode_end = np.zeros(capacity, np.int64)  # transitions of each transition's episode
+        self.hindsight = None  # HER: (strategy, k, compute_reward, terminate_on_success)
         self.pos, self.size = 0, 0
         self.tree = SumTree(capacity) if prioritized else None
         self.max_priority = 1.0
@@ -273,8 +284,8 @@ class ReplayMemory:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, x, actions, rewards, terminated, next_x):
-        """B transitions, each argument with leading dimension B."""
+    def add(self, x, actions, rewards, terminated, next_x, next_achieved=None):
+        """B transitions, each argument with leading dimension B; with next_achieved, they are one whole episode."""
         idx = (self.pos + np.arange(len(actions))) % self.capacity
         self.x[idx], self.actions[idx], self.rewards[idx] = x, actions, rewards
         self.terminated[idx], self.next_x[idx] = terminated, next_x
@@ -282,6 +293,13 @@ class ReplayMemory:
             self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))
         self.pos = int((self.pos + len(actions)) % self.capacity)
         self.size = min(self.size + len(actions), self.capacity)
+        if next_achieved is not None:
+            self.next_achieved[idx] = next_achieved
+            self.episode_start[idx], self.episode_end[idx] = idx[0], idx[-1]
+            oldest = self.pos  # a full ring overwrites the oldest episode from its start: what is left of it
+            if self.size == self.capacity and self.episode_start[oldest] != oldest:  # now starts here
+                rest = (oldest + np.arange((self.episode_end[oldest] - oldest) % self.capacity + 1)) % self.capacity
+                self.episode_start[rest] = oldest
 
     def sample(self, n: int, beta: float) -> dict:
         """n transitions with their indices and importance weights (all 1 without prioritization)."""
@@ -293,8 +311,26 @@ class ReplayMemory:
             values = (np.arange(n) + self.rng.random(n)) * (total / n)
             idx = np.minimum(self.tree.find(values), self.size - 1)
             weights = importance_weights(self.tree.nodes[idx + self.tree.size] / total, self.size, beta)
-        return {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-                "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
+        b = {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+             "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
+        if self.hindsight is not None:
+            self.relabel(b)
+        return b
+
+    def relabel(self, b: dict):
+        """HER, in place on a sampled batch: with probability k / (k + 1) a transition's goal becomes one its own
+        episode achieved; its reward (and, where success ends an episode, its termination) is recomputed."""
+        strategy, k, compute_reward, terminate_on_success = self.hindsight
+        rows = np.flatnonzero(self.rng.random(len(b["idx"])) < k / (k + 1))
+        t = b["idx"][rows]
+        later = her_goal_positions(t, self.episode_start[t], self.episode_end[t], strategy, self.capacity, self.rng)
+        goals = self.next_achieved[later]
+        b["x"][rows, -goals.shape[1] :] = goals
+        b["next_x"][rows, -goals.shape[1] :] = goals
+        b["rewards"][rows] = compute_reward(self.next_achieved[t], goals, {})
+        if terminate_on_success:
+            b["terminated"][rows] = b["rewards"][rows] == 0
+        b["relabelled"] = np.isin(np.arange(len(b["idx"])), rows)
 
     def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray):
         priorities = np.abs(td_errors) + self.eps
@@ -302,14 +338,14 @@ class ReplayMemory:
         self.tree.update(idx, priorities**self.alpha)
 
     def state_dict(self) -> dict:
-        arrays = ("x", "next_x", "actions", "rewards", "terminated")
+        arrays = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
         state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in arrays}
         return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
                 "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
                 "rng": self.rng.bit_generator.state}  # fmt: skip
 
     def load_state_dict(self, state: dict):
-        for k in ("x", "next_x", "actions", "rewards", "terminated"):
+        for k in ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end"):
             getattr(self, k)[: state["size"]] = state[k].numpy()
         self.pos, self.size, self.max_priority = state["pos"], state["size"], state["max_priority"]
         if self.tree is not None and state["tree"] is not None:
@@ -319,19 +355,14 @@ class ReplayMemory:
         self.rng.bit_generator.state = state["rng"]
 
 
-def her_relabel(achieved: np.ndarray, strategy: str, k: int, rng: np.random.Generator) -> tuple:
-    """achieved (T + 1, G): the achieved goal of s_0 .. s_T of one episode. For each transition t, k goals
-    achieved in the same episode: future: after a step t' uniform in [t, T); final: at the end (s_T);
-    episode: after a step t' uniform in [0, T). Returns (t (T k,), goals (T k, G))."""
-    T = len(achieved) - 1
-    t = np.repeat(np.arange(T), k)
-    if strategy == "future":
-        later = rng.integers(t, T)
-    elif strategy == "final":
-        later = np.full_like(t, T - 1)
-    else:
-        later = rng.integers(0, T, len(t))
-    return t, achieved[later + 1]
+def her_goal_positions(t, start, end, strategy: str, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """Ring positions t (B,) of transitions whose episodes lie at [start, end] (B,) (in ring order, so possibly
+    wrapping around). Returns the position t' of each one's new goal, the goal achieved after step t': future:
+    uniform in [t, end]; final: end; episode: uniform in [start, end]."""
+    if strategy == "final":
+        return end
+    first = t if strategy == "future" else start
+    return (first + rng.integers(0, (end - first) % capacity + 1)) % capacity
 
 
 # 5. Networks
@@ -533,7 +564,8 @@ def main(args: Args) -> dict:
     target_network = QNetwork(x_dim, action_space.n, args.hidden_size).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel per step
-    replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed)
+    goal_dim = obs_space["desired_goal"].shape[-1] if args.her else 0
+    replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed, goal_dim)
     global_step, num_updates = 0, 0
     if checkpoint is not None:
         q_network.load_state_dict(checkpoint["q_network"])
@@ -556,8 +588,10 @@ def main(args: Args) -> dict:
 
     envs = make_envs(args.env_id, args.num_envs, args.n_bits)
     E = args.num_envs
-    compute_reward = envs.envs[0].unwrapped.compute_reward if goal_env else None
-    terminate_on_success = getattr(envs.envs[0].unwrapped, "terminate_on_success", False)
+    if args.her:
+        env = envs.envs[0].unwrapped
+        replay.hindsight = (args.her_strategy, args.her_k, env.compute_reward,
+                            getattr(env, "terminate_on_success", False))  # fmt: skip
     episodes = [[] for _ in range(E)]  # HER: the transitions of each environment's episode in progress
     stop = {"signal": None}
 
@@ -575,20 +609,10 @@ def main(args: Args) -> dict:
                         os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
 
     def store_episode(episode: list):
-        """HER: the episode's transitions as they happened, then k relabelled copies of each."""
-        obs = np.stack([s for s, *_ in episode])  # (T, O) observations s_t
-        next_obs = np.stack([s for *_, s, _ in episode])  # (T, O) observations s_t+1
-        achieved = np.stack([episode[0][1]] + [ag for *_, ag in episode])  # (T + 1, G)
-        desired = episode[0][2]
-        actions, rewards, terminated = (np.array([tr[i] for tr in episode]) for i in (3, 4, 5))
-        originals = np.broadcast_to(desired, (len(episode), len(desired)))
-        replay.add(np.concatenate([obs, originals], 1), actions, rewards, terminated,
-                   np.concatenate([next_obs, originals], 1))  # fmt: skip
-        t, goals = her_relabel(achieved, args.her_strategy, args.her_k, replay.rng)
-        new_rewards = compute_reward(achieved[t + 1], goals, {})
-        new_terminated = (new_rewards == 0) if terminate_on_success else np.zeros(len(t), bool)
-        replay.add(np.concatenate([obs[t], goals], 1), actions[t], new_rewards, new_terminated,
-                   np.concatenate([next_obs[t], goals], 1))  # fmt: skip
+        """HER: the episode's T transitions, in order, with the goal achieved after each step."""
+        obs, goals, actions, rewards, terminated, next_obs, next_achieved = (np.stack(f) for f in zip(*episode))
+        replay.add(np.concatenate([obs, goals], 1), actions, rewards, terminated, np.concatenate([next_obs, goals], 1),
+                   next_achieved)  # fmt: skip
 
     # 8. Loop
     start_time, start_step, sps = time.time(), global_step, 0
@@ -633,9 +657,8 @@ def main(args: Args) -> dict:
         if args.her:
             for i in range(E):
                 final = infos["final_obs"][i] if dones[i] else {k: v[i] for k, v in next_obs.items()}
-                episodes[i].append((obs["observation"][i], obs["achieved_goal"][i], obs["desired_goal"][i],
-                                    actions[i], rewards[i], terminations[i], final["observation"],
-                                    final["achieved_goal"]))  # fmt: skip
+                episodes[i].append((obs["observation"][i], obs["desired_goal"][i], actions[i], rewards[i],
+                                    terminations[i], final["observation"], final["achieved_goal"]))  # fmt: skip
                 if dones[i]:
                     store_episode(episodes[i])
                     episodes[i] = []

@@ -81,42 +81,74 @@ def test_sampled_priorities_are_updated_and_new_transitions_get_the_largest():
 
 # Hindsight relabelling
 @pytest.mark.parametrize("strategy", ["future", "final", "episode"])
-def test_relabelled_goals_are_achieved_goals_of_the_same_episode(strategy):
+def test_relabelled_goal_positions_stay_in_the_episode_and_wrap_around_the_ring(strategy):
     rng = np.random.default_rng(0)
-    achieved = np.arange(11)[:, None] * np.ones((1, 3))  # s_0 .. s_10, each goal distinct
-    t, goals = H.her_relabel(achieved, strategy, 4, rng)
-    assert t.tolist() == np.repeat(np.arange(10), 4).tolist()
-    later = goals[:, 0].astype(int) - 1  # the step after which each goal was achieved
-    assert (later >= 0).all() and (later <= 9).all()
-    if strategy == "future":
-        assert (later >= t).all() and len(set(later[t == 0])) > 1
+    capacity, start, end = 16, 12, 5  # an episode at ring positions 12, 13, 14, 15, 0, 1, ..., 5 (10 steps)
+    episode = [(start + i) % capacity for i in range(10)]
+    t = np.repeat(episode, 200)
+    later = H.her_goal_positions(t, np.full(len(t), start), np.full(len(t), end), strategy, capacity, rng)
+    step_of = {pos: i for i, pos in enumerate(episode)}
+    assert set(later.tolist()) <= set(episode)  # never another episode's transition
+    t_step, later_step = np.vectorize(step_of.get)(t), np.vectorize(step_of.get)(later)
+    if strategy == "future":  # the goal achieved after a step t' in [t, T): every such t' drawn
+        assert (later_step >= t_step).all()
+        assert all(set(later_step[t_step == i].tolist()) == set(range(i, 10)) for i in range(10))
     if strategy == "final":
-        assert (later == 9).all()
+        assert (later == end).all()
     if strategy == "episode":
-        assert (later < t).any()
+        assert set(later_step.tolist()) == set(range(10)) and (later_step < t_step).any()
 
 
-def test_replay_holds_originals_and_relabelled_copies_with_recomputed_rewards(in_tmp):
+def fill_with_episodes(replay: H.ReplayMemory, lengths, n: int, rng) -> list:
+    """Whole bit-flipping-like episodes with distinct goals; returns each transition's (episode, step)."""
+    owner = []
+    for e, T in enumerate(lengths):
+        states = rng.integers(0, 2, (T + 1, n)).astype(np.float32)
+        goal = np.full((T, n), 2.0 + e, np.float32)  # marks the episode: never an achieved goal
+        replay.add(np.concatenate([states[:-1], goal], 1), rng.integers(0, n, T), -np.ones(T), np.zeros(T, bool),
+                   np.concatenate([states[1:], goal], 1), states[1:])  # fmt: skip
+        owner += [(e, i) for i in range(T)]
+    return owner
+
+
+def test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals(in_tmp):
     n, k = 6, 4
-    result = H.main(H.Args(n_bits=n, her_k=k, total_timesteps=300, learning_starts=2000, buffer_size=10_000,
+    result = H.main(H.Args(n_bits=n, her_k=k, total_timesteps=400, learning_starts=2000, buffer_size=10_000,
                            batch_size=32, progress=False, eval_episodes=0))  # fmt: skip
-    replay = result["replay"]
-    env = H.BitFlipEnv(n)
-    x, next_x = replay.x[: len(replay)], replay.next_x[: len(replay)]
-    goal, achieved_next = x[:, n:], next_x[:, :n]  # BitFlip: the achieved goal is the state itself
-    np.testing.assert_array_equal(replay.rewards[: len(replay)], env.compute_reward(achieved_next, goal, {}))
-    np.testing.assert_array_equal(next_x[:, n:], goal)  # x and x' share their goal
-    # episode by episode: T originals with the episode's own goal, then T k copies
-    pos, episode_lengths = 0, np.diff([0, *result["episodic_steps"]])
-    for T in episode_lengths:
-        originals, copies = slice(pos, pos + T), slice(pos + T, pos + T * (k + 1))
-        assert (goal[originals] == goal[pos]).all()
-        states = np.concatenate([x[originals, :n], next_x[pos + T - 1 : pos + T, :n]])  # s_0 .. s_T
-        for j, g in enumerate(goal[copies]):
-            t = j // k
-            assert any((states[t + 1 :] == g).all(1)), "a relabelled goal is a state reached at or after t + 1"
-        pos += T * (k + 1)
-    assert pos == len(replay) and len(episode_lengths) > 5
+    replay, env = result["replay"], H.BitFlipEnv(n)
+    stored = result["episodic_steps"][-1]  # one transition per step of each finished episode, as it happened
+    assert len(replay) == stored > 350
+    x, next_x = replay.x[:stored], replay.next_x[:stored]
+    np.testing.assert_array_equal(replay.rewards[:stored], env.compute_reward(next_x[:, :n], x[:, n:], {}))
+    episode_ends = np.array(result["episodic_steps"]) - 1  # BitFlip: the achieved goal is the state itself
+    relabelled = 0
+    for _ in range(50):
+        b = replay.sample(256, beta=0.4)
+        np.testing.assert_array_equal(b["next_x"][:, n:], b["x"][:, n:])  # x and x' share their goal
+        np.testing.assert_array_equal(b["rewards"], env.compute_reward(b["next_x"][:, :n], b["x"][:, n:], {}))
+        np.testing.assert_array_equal(b["terminated"], b["rewards"] == 0)  # BitFlip ends at its goal
+        for t, goal, new in zip(b["idx"], b["x"][:, n:], b["relabelled"], strict=True):
+            end = episode_ends[np.searchsorted(episode_ends, t)]
+            if new:  # a state reached after a step t' in [t, end] of the same episode
+                assert any((replay.next_x[t : end + 1, :n] == goal).all(1))
+            else:
+                np.testing.assert_array_equal(goal, x[t, n:])
+        relabelled += b["relabelled"].sum()
+    assert abs(relabelled / (50 * 256) - k / (k + 1)) < 0.02
+
+
+def test_relabelling_never_crosses_into_the_episode_that_overwrote_part_of_its_own(in_tmp):
+    rng = np.random.default_rng(0)
+    replay = H.ReplayMemory(20, 8, prioritized=False, alpha=0.6, eps=1e-6, seed=0, goal_dim=4)
+    replay.hindsight = ("episode", 1_000_000, H.BitFlipEnv(4).compute_reward, False)
+    owner = fill_with_episodes(replay, [7, 9, 8], 4, rng)  # 24 steps in a ring of 20: the 3rd wraps around
+    owner = owner[20:] + owner[4:20]  # what each ring position holds now: episode 0 lost its first 4 steps
+    assert replay.episode_start[4] == 4 and replay.episode_end[4] == 6
+    for _ in range(200):
+        b = replay.sample(64, beta=1.0)
+        for t, goal in zip(b["idx"], b["x"][:, 4:], strict=True):
+            same = [p for p in range(20) if owner[p][0] == owner[t][0]]
+            assert any((replay.next_achieved[same] == goal).all(1))
 
 
 def test_bit_flip_environment_rewards_termination_and_truncation():
@@ -155,7 +187,8 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     assert all(torch.equal(opt[i]["exp_avg"], s["exp_avg"]) for i, s in ckpt["optimizer"]["state"].items())
     assert len(same["replay"]) == ckpt["replay"]["size"] > 0
     np.testing.assert_array_equal(same["replay"].tree.nodes, ckpt["replay"]["tree"].numpy())
-    np.testing.assert_array_equal(same["replay"].x[: len(same["replay"])], ckpt["replay"]["x"].numpy())
+    for k in ("x", "next_achieved", "episode_start", "episode_end"):
+        np.testing.assert_array_equal(getattr(same["replay"], k)[: len(same["replay"])], ckpt["replay"][k].numpy())
     more = H.main(H.Args(**{**args, "resume": path, "total_timesteps": 900}))
     assert more["global_step"] == 900 and more["num_updates"] == first["num_updates"] + 300
     steps = [s for s, _ in scalars(first["run_dir"])["charts/success_rate"]]
