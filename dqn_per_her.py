@@ -145,8 +145,9 @@ class Args:
     """Double DQN target: the online network picks a', the target network values it"""
     target_clip: bool = True
     """clip y to [-1/(1 - gamma), 0], the range of true values with rewards in [-1, 0] (goal environments)"""
-    per: bool = True
-    """prioritized replay (proportional); --no-per samples uniformly, everything else equal"""
+    per: bool = False
+    """prioritized replay (proportional); off, uniform sampling, by default: with HER it learned 30 bits more
+    slowly (success 0.73 against 0.97 at 20k steps) and nowhere faster in benchmarks/README.md"""
     per_alpha: float = 0.6
     """priority exponent alpha: 0 is uniform (the paper's 0.6)"""
     per_beta0: float = 0.4

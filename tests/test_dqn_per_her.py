@@ -175,7 +175,14 @@ def test_her_on_a_non_goal_environment_is_a_clear_error(in_tmp, capsys):
 
 
 def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp):
-    args = {"n_bits": 5, "total_timesteps": 600, "learning_starts": 128, "progress": False, "eval_episodes": 0}
+    args = {
+        "n_bits": 5,
+        "total_timesteps": 600,
+        "learning_starts": 128,
+        "per": True,
+        "progress": False,
+        "eval_episodes": 0,
+    }
     first = H.main(H.Args(**args, checkpoint_every=600))
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
@@ -209,7 +216,7 @@ def test_her_solves_10_bits_and_plain_dqn_fails_at_20_within_the_same_budget(in_
 
 
 def test_per_on_cartpole_trains(in_tmp):
-    result = H.main(H.Args(env_id="CartPole-v1", her=False, total_timesteps=15_000, learning_starts=1000,
+    result = H.main(H.Args(env_id="CartPole-v1", her=False, per=True, total_timesteps=15_000, learning_starts=1000,
                            target_network_frequency=500, learning_rate=1e-3, exploration_fraction=0.2,
                            eval_episodes=5, progress=False))  # fmt: skip
     # random play scores about 22; this run's last 20 training episodes average about 220, its greedy policy 120
