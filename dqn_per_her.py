@@ -25,10 +25,15 @@ Environments that end an episode on success (BitFlip-v0) also make a relabelled 
 achieves its new goal (reward 0 under the sparse -1/0 reward). With both, a transition's priority is the TD
 error of the goal it was last sampled with.
 
+Exploration decides how far HER gets: a relabelled goal is only as far from the state as the episode went.
+Epsilon decays over half the run (--exploration-fraction 0.5), so that while the network is still poor,
+random flips carry episodes far from their start and far goals get into the replay; decaying it over the
+first 5% solves 15 bits sooner but never 40 or 50 (benchmarks/README.md).
+
 Stability. With rewards in [-1, 0], every true value lies in [-1/(1 - gamma), 0]; bootstrapped targets
 outside that range are errors feeding on themselves, so the target y is clipped to it (the HER paper clips
-its DDPG targets the same way; --no-target-clip turns it off). Whether this prevents the collapse that some
-DQN + HER runs show after solving 50 bits is not measured yet (benchmarks/README.md).
+its DDPG targets the same way; --no-target-clip turns it off). What keeps 50-bit runs at their solution,
+and what collapses them, is measured in benchmarks/README.md.
 
 Environments: BitFlip-v0, written and registered here (the HER paper's task: n bits, flip one per step,
 reward -1 until the state equals the goal, then the episode ends; n steps at most); any gymnasium goal
@@ -39,9 +44,11 @@ Episode boundaries: SAME_STEP autoreset, true final observations from info["fina
 (time limit) bootstraps from the final observation, a termination does not.
 
 Usage:
-    python dqn_per_her.py --n-bits 20                       # DQN + PER + HER: 20 bits in about 10k steps
-    python dqn_per_her.py --n-bits 20 --no-her              # plain DQN (+ PER) fails from n = 20 on
-    python dqn_per_her.py --env-id CartPole-v1 --no-her --total-timesteps 50000
+    python dqn_per_her.py                                   # DQN + HER, 15 bits, 20k steps: solved by about 10k
+    python dqn_per_her.py --n-bits 50 --total-timesteps 120000    # the HER paper's hardest case
+    python dqn_per_her.py --n-bits 20 --no-her              # plain DQN fails from n = 20 on
+    python dqn_per_her.py --n-bits 20 --per                 # prioritized replay, everything else equal
+    python dqn_per_her.py --env-id CartPole-v1 --no-her --per --total-timesteps 50000
 
 TensorBoard keys:
     charts/episodic_return    undiscounted return of each finished episode
