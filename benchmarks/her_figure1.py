@@ -3,7 +3,8 @@
 Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py) and, for every
 variant and seed (grouped by n and the run's --total-timesteps; the plot shows each n's longest runs), the success of each training episode (charts/success_rate). Per seed: the final success
 rate (last 100 episodes), the first step where a 100-episode window reaches --threshold, and the lowest
-100-episode window after that. Writes benchmarks/results/{name}/figure1.png and figure1.md.
+100-episode window after that. Writes benchmarks/results/{name}/figure1.png, figure1.md, runs.csv (one row per run) and curves.csv (each
+run's 100-episode success window against steps).
 
     python benchmarks/her_figure1.py --name her_bits
 """
@@ -33,6 +34,7 @@ def main():
         metas.append(json.loads((runs / "meta.json").read_text()))
         jobs += [json.loads(line) for line in (runs / "manifest.jsonl").read_text().splitlines() if line.strip()]
     table = defaultdict(list)  # (method, n) -> per-seed dicts
+    curves = ["method,n_bits,total_timesteps,seed,step,success_window"]  # the windowed curve of every run
     for job in jobs:
         method, n = re.fullmatch(r"(\w+)-n(\d+)", job["variant"]).groups()
         s = read_scalars(job["run_dir"], ["charts/success_rate", "charts/SPS"])["charts/success_rate"]
@@ -42,6 +44,9 @@ def main():
         reached = int(steps[args.window - 1 + hits[0]]) if len(hits) else None
         cmd = job["command"]
         total = int(cmd[cmd.index("--total-timesteps") + 1])
+        every = max(1, len(window) // 400)  # at most about 400 points a run
+        curves += [f"{method},{n},{total},{job['seed']},{int(st)},{w:.4f}" for st, w in
+                   zip(steps[args.window - 1 :][::every], window[::every], strict=True)]  # fmt: skip
         table[method, int(n), total].append({"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached,
                                       "min_after": window[hits[0] :].min() if len(hits) else None, "total": total})  # fmt: skip
     lines = [(f"| method | n bits | steps run | final success (last {args.window} ep.), mean ± std | "
@@ -75,6 +80,12 @@ def main():
     lines += [f"Commit `{m['commit']}`, started {m['started']}: `{m['command']}`" for m in metas]
     lines += [f"Then: `python benchmarks/her_figure1.py --name {' '.join(args.name)}`."]
     (out / "figure1.md").write_text("\n".join(lines) + "\n")
+    (out / "curves.csv").write_text("\n".join(curves) + "\n")
+    summary = ["method,n_bits,total_timesteps,seed,final_success,steps_to_threshold,lowest_window_after"]
+    summary += [f"{m},{n},{t},{r['seed']},{r['final']:.4f},{r['reached'] or ''},"
+                f"{'' if r['min_after'] is None else round(float(r['min_after']), 4)}"
+                for (m, n, t), rows in sorted(table.items()) for r in sorted(rows, key=lambda r: r["seed"])]  # fmt: skip
+    (out / "runs.csv").write_text("\n".join(summary) + "\n")
     print("\n".join(lines))
 
 

@@ -78,7 +78,8 @@ def main():
     ]
     out = ROOT / "benchmarks" / "results" / "sps"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.script.removesuffix('.py')}__{args.env_id}.md").write_text("\n".join(lines) + "\n")
+    suffix = "".join(f"__{kv}" for kv in shlex.split(args.flags))  # one file per set of extra flags
+    (out / f"{args.script.removesuffix('.py')}__{args.env_id}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
