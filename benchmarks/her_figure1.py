@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from report import ROOT, moving_mean, read_scalars  # benchmarks/report.py
 
+DEFAULT_TOTAL = 20_000  # dqn_per_her.py's --total-timesteps, for runs that leave it out
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +45,7 @@ def main():
         hits = np.flatnonzero(window >= args.threshold)
         reached = int(steps[args.window - 1 + hits[0]]) if len(hits) else None
         cmd = job["command"]
-        total = int(cmd[cmd.index("--total-timesteps") + 1])
+        total = int(cmd[cmd.index("--total-timesteps") + 1]) if "--total-timesteps" in cmd else DEFAULT_TOTAL
         every = max(1, len(window) // 400)  # at most about 400 points a run
         curves += [f"{method},{n},{total},{job['seed']},{int(st)},{w:.4f}" for st, w in
                    zip(steps[args.window - 1 :][::every], window[::every], strict=True)]  # fmt: skip

@@ -148,7 +148,11 @@ def main():
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
         if env_id in thresholds:
             ax.axhline(thresholds[env_id], color="gray", ls="--", lw=0.8)
-        ax.set(title=env_id, xlabel="environment steps", ylabel=f"return ({args.window}-episode mean)")
+        ax.set(
+            title=env_id,
+            xlabel="environment steps",
+            ylabel=f"{args.tag.split('/')[-1].replace('episodic_', '').replace('_', ' ')} ({args.window}-episode mean)",
+        )
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{args.name}: mean and min-max over seeds", fontsize=10)
