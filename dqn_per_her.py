@@ -307,8 +307,10 @@ class ReplayMemory:
         if next_achieved is not None:
             self.next_achieved[idx] = next_achieved
             self.episode_start[idx], self.episode_end[idx] = idx[0], idx[-1]
-            oldest = self.pos  # a full ring overwrites the oldest episode from its start: what is left of it
-            if self.size == self.capacity and self.episode_start[oldest] != oldest:  # now starts here
+            # a full ring overwrites the oldest episode from its start: what is left of it, from the next
+            # position to write to its end, becomes the episode its transitions relabel from
+            oldest = self.pos
+            if self.size == self.capacity and self.episode_start[oldest] != oldest:
                 rest = (oldest + np.arange((self.episode_end[oldest] - oldest) % self.capacity + 1)) % self.capacity
                 self.episode_start[rest] = oldest
 
