@@ -275,6 +275,8 @@ class ReplayMemory:
     and `hindsight` set), whole episodes are added in order, with the goal achieved at each x', and the last
     goal_dim entries of x and x' (the goal) are relabelled when sampled."""
 
+    ARRAYS = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
+
     def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int,
                  goal_dim: int = 0):  # fmt: skip
         self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
@@ -351,14 +353,13 @@ class ReplayMemory:
         self.tree.update(idx, priorities**self.alpha)
 
     def state_dict(self) -> dict:
-        arrays = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
-        state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in arrays}
+        state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in self.ARRAYS}
         return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
                 "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
                 "rng": self.rng.bit_generator.state}  # fmt: skip
 
     def load_state_dict(self, state: dict):
-        for k in ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end"):
+        for k in self.ARRAYS:
             getattr(self, k)[: state["size"]] = state[k].numpy()
         self.pos, self.size, self.max_priority = state["pos"], state["size"], state["max_priority"]
         if self.tree is not None and state["tree"] is not None:

@@ -1,10 +1,11 @@
 """The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on BitFlip-v0: success rate against n.
 
-Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py) and, for every
-variant and seed (grouped by n and the run's --total-timesteps; the plot shows each n's longest runs), the success of each training episode (charts/success_rate). Per seed: the final success
+Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py)
+and, for every variant and seed (grouped by n and the run's --total-timesteps; the plot shows each n's
+longest runs), the success of each training episode (charts/success_rate). Per seed: the final success
 rate (last 100 episodes), the first step where a 100-episode window reaches --threshold, and the lowest
-100-episode window after that. Writes benchmarks/results/{name}/figure1.png, figure1.md, runs.csv (one row per run) and curves.csv (each
-run's 100-episode success window against steps).
+100-episode window after that. Writes benchmarks/results/{name}/figure1.png, figure1.md, runs.csv (one row
+per run) and curves.csv (each run's 100-episode success window against steps).
 
     python benchmarks/her_figure1.py --name her_bits
 """
@@ -12,6 +13,7 @@ run's 100-episode success window against steps).
 import argparse
 import json
 import re
+import sys
 from collections import defaultdict
 
 import matplotlib
@@ -21,7 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from report import ROOT, moving_mean, read_scalars  # benchmarks/report.py
 
-DEFAULT_TOTAL = 20_000  # dqn_per_her.py's --total-timesteps, for runs that leave it out
+sys.path.insert(0, str(ROOT))
+from dqn_per_her import Args  # the --total-timesteps of runs that leave it out
 
 
 def main():
@@ -39,13 +42,13 @@ def main():
     curves = ["method,n_bits,total_timesteps,seed,step,success_window"]  # the windowed curve of every run
     for job in jobs:
         method, n = re.fullmatch(r"(\w+)-n(\d+)", job["variant"]).groups()
-        s = read_scalars(job["run_dir"], ["charts/success_rate", "charts/SPS"])["charts/success_rate"]
+        s = read_scalars(job["run_dir"], ["charts/success_rate"])["charts/success_rate"]
         steps, success = s[:, 0], s[:, 1]
         window = moving_mean(success, args.window)[args.window - 1 :]
         hits = np.flatnonzero(window >= args.threshold)
         reached = int(steps[args.window - 1 + hits[0]]) if len(hits) else None
         cmd = job["command"]
-        total = int(cmd[cmd.index("--total-timesteps") + 1]) if "--total-timesteps" in cmd else DEFAULT_TOTAL
+        total = int(cmd[cmd.index("--total-timesteps") + 1]) if "--total-timesteps" in cmd else Args.total_timesteps
         every = max(1, len(window) // 400)  # at most about 400 points a run
         curves += [f"{method},{n},{total},{job['seed']},{int(st)},{w:.4f}" for st, w in
                    zip(steps[args.window - 1 :][::every], window[::every], strict=True)]  # fmt: skip
