@@ -487,7 +487,7 @@ class ProgressReport:
             self.bar.start()
 
     def update(self, step: int, sps: int, recent: deque):
-        ret = f"{np.mean(recent):.1f}" if recent else "-"
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
         if self.bar is not None:
             self.bar.update(self.task, completed=step, sps=sps, ret=ret)
         elif self.enabled and step >= self.next_line:

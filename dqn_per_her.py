@@ -36,7 +36,9 @@ its DDPG targets the same way; --no-target-clip turns it off). What keeps 50-bit
 and what collapses them, is measured in benchmarks/README.md.
 
 Environments: BitFlip-v0, written and registered here (the HER paper's task: n bits, flip one per step,
-reward -1 until the state equals the goal, then the episode ends; n steps at most); any gymnasium goal
+reward -1 until the state equals the goal, then the episode ends; n steps at most; a new random goal each
+episode), and BitFlipFixedGoal-v0, the same with the goal always all ones (Stable-Baselines3's
+BitFlippingEnv, an easier task: kept to compare with it on its own terms); any gymnasium goal
 environment (Dict observation with observation, achieved_goal, desired_goal and a vectorised
 compute_reward); and, with --no-her, ordinary environments with vector observations and discrete actions.
 
@@ -117,7 +119,7 @@ class Args:
     env_id: str = "BitFlip-v0"
     """gymnasium id: a goal environment (BitFlip-v0, ...) or, with --no-her, one with vector observations"""
     n_bits: int = 15
-    """BitFlip-v0 only: number of bits n (the episode lasts at most n steps)"""
+    """BitFlip-v0 and BitFlipFixedGoal-v0 only: number of bits n (the episode lasts at most n steps)"""
     total_timesteps: int = 20_000
     """total environment steps, all environments together"""
     num_envs: int = 1
@@ -175,13 +177,14 @@ class Args:
 # 3. Environment
 class BitFlipEnv(gym.Env):
     """The HER paper's bit flipping: state and goal in {0, 1}^n, action i flips bit i; reward -1 per step until
-    the state equals the goal (reward 0, terminated); truncated after n steps."""
+    the state equals the goal (reward 0, terminated); truncated after n steps. The goal is drawn anew each
+    episode, or with fixed_goal is always all ones (Stable-Baselines3's BitFlippingEnv)."""
 
     metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
     terminate_on_success = True
 
-    def __init__(self, n_bits: int = 15, render_mode: str | None = None):
-        self.n, self.render_mode = n_bits, render_mode
+    def __init__(self, n_bits: int = 15, fixed_goal: bool = False, render_mode: str | None = None):
+        self.n, self.fixed_goal, self.render_mode = n_bits, fixed_goal, render_mode
         box = gym.spaces.Box(0.0, 1.0, (n_bits,), np.float32)
         self.observation_space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
         self.action_space = gym.spaces.Discrete(n_bits)
@@ -192,9 +195,14 @@ class BitFlipEnv(gym.Env):
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
         self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
-        self.goal = self.state
-        while (self.goal == self.state).all():  # never start at the goal
-            self.goal = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        if self.fixed_goal:
+            self.goal = np.ones(self.n, np.float32)
+            while (self.goal == self.state).all():  # never start at the goal
+                self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        else:
+            self.goal = self.state
+            while (self.goal == self.state).all():
+                self.goal = self.np_random.integers(0, 2, self.n).astype(np.float32)
         self.t = 0
         return self._obs(), {"is_success": False}
 
@@ -211,6 +219,7 @@ class BitFlipEnv(gym.Env):
 
 
 gym.register("BitFlip-v0", entry_point=BitFlipEnv)
+gym.register("BitFlipFixedGoal-v0", entry_point=BitFlipEnv, kwargs={"fixed_goal": True})
 
 
 def is_goal_env(env: gym.Env) -> bool:
@@ -220,7 +229,7 @@ def is_goal_env(env: gym.Env) -> bool:
 
 
 def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
-    kwargs = {"n_bits": n_bits} if env_id == "BitFlip-v0" else {}
+    kwargs = {"n_bits": n_bits} if gym.spec(env_id).entry_point is BitFlipEnv else {}
     return gym.make(env_id, render_mode="rgb_array" if render else None, **kwargs)
 
 
@@ -513,7 +522,7 @@ class ProgressReport:
             self.bar.start()
 
     def update(self, step: int, sps: int, recent: deque):
-        ret = f"{np.mean(recent):.1f}" if recent else "-"
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
         if self.bar is not None:
             self.bar.update(self.task, completed=step, sps=sps, ret=ret)
         elif self.enabled and step >= self.next_line:

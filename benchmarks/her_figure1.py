@@ -1,4 +1,4 @@
-"""The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on BitFlip-v0: success rate against n.
+"""The HER paper's Figure 1 from a benchmark grid of dqn_per_her.py on bit flipping: success rate against n.
 
 Reads benchmarks/runs/{name}/ (variants named "{method}-n{N}", such as her-n30 and dqn-n30, made by run.py)
 and, for every variant and seed (grouped by n and the run's --total-timesteps; the plot shows each n's
@@ -13,6 +13,7 @@ per run) and curves.csv (each run's 100-episode success window against steps).
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections import defaultdict
 
@@ -74,8 +75,10 @@ def main():
                          f"{np.std([r['final'] for r in rows]):.3f} | "
                          + ", ".join("-" if r["reached"] is None else str(r["reached"]) for r in rows) + " | "
                          + ", ".join("-" if r["min_after"] is None else f"{r['min_after']:.2f}" for r in rows) + " |")  # fmt: skip
+    env_ids = sorted({job["env_id"] for job in jobs})
+    title = "Bit flipping (HER paper, Figure 1)" if env_ids == ["BitFlip-v0"] else ", ".join(env_ids)
     ax.set(xlabel="number of bits n", ylabel=f"success rate (last {args.window} episodes)", ylim=(-0.05, 1.05),
-           title="Bit flipping (HER paper, Figure 1)")  # fmt: skip
+           title=title)  # fmt: skip
     ax.legend()
     out = ROOT / "benchmarks" / "results" / args.name[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +86,7 @@ def main():
     seeds = sorted({r["seed"] for rows in table.values() for r in rows})
     lines += ["", f"Seeds {seeds}. Machine: {metas[0]['machine']}."]
     lines += [f"Commit `{m['commit']}`, started {m['started']}: `{m['command']}`" for m in metas]
-    lines += [f"Then: `python benchmarks/her_figure1.py --name {' '.join(args.name)}`."]
+    lines += [f"Then: `python benchmarks/her_figure1.py {shlex.join(sys.argv[1:])}`."]
     (out / "figure1.md").write_text("\n".join(lines) + "\n")
     (out / "curves.csv").write_text("\n".join(curves) + "\n")
     summary = ["method,n_bits,total_timesteps,seed,final_success,steps_to_threshold,lowest_window_after"]

@@ -168,6 +168,20 @@ def test_bit_flip_environment_rewards_termination_and_truncation():
     assert truncated
 
 
+def test_fixed_goal_bit_flip_always_aims_at_all_ones_and_takes_n_bits():
+    env = H.make_env("BitFlipFixedGoal-v0", n_bits=3)  # 1 start in 8 is the goal itself: it must be redrawn
+    goals, starts = set(), set()
+    obs, _ = env.reset(seed=0)
+    for _ in range(200):
+        goals.add(tuple(obs["desired_goal"]))
+        starts.add(tuple(obs["observation"]))
+        obs, _ = env.reset()
+    assert goals == {(1.0, 1.0, 1.0)} and len(starts) == 7 and (1.0, 1.0, 1.0) not in starts
+    random_goals = H.make_env("BitFlip-v0", n_bits=3)
+    random_goals.reset(seed=0)
+    assert len({tuple(random_goals.reset()[0]["desired_goal"]) for _ in range(200)}) == 8
+
+
 def test_her_on_a_non_goal_environment_is_a_clear_error(in_tmp, capsys):
     with pytest.raises(SystemExit) as e:
         H.main(H.Args(env_id="CartPole-v1", progress=False))
