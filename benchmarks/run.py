@@ -52,15 +52,15 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The checked-out commit (-dirty when tracked files differ), or BENCH_COMMIT where git gives none (a copy
-    of the tree without its history, as on a remote GPU machine)."""
+    """The checked-out commit (-dirty when tracked files other than recorded results differ), or BENCH_COMMIT
+    where git gives none (a copy of the tree without its history, as on a remote GPU machine)."""
     sha = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True
     )
     if sha.returncode != 0 or not sha.stdout.strip():
         return os.environ.get("BENCH_COMMIT", "unknown") + " (from BENCH_COMMIT)"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"]
+    dirty = subprocess.run(status, check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return sha.stdout.strip() + ("-dirty" if dirty else "")
 
 
