@@ -53,8 +53,9 @@ def main():
         every = max(1, len(window) // 400)  # at most about 400 points a run
         curves += [f"{method},{n},{total},{job['seed']},{int(st)},{w:.4f}" for st, w in
                    zip(steps[args.window - 1 :][::every], window[::every], strict=True)]  # fmt: skip
-        table[method, int(n), total].append({"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached,
-                                      "min_after": window[hits[0] :].min() if len(hits) else None, "total": total})  # fmt: skip
+        run = {"seed": job["seed"], "final": success[-args.window :].mean(), "reached": reached, "total": total,
+               "min_after": window[hits[0] :].min() if len(hits) else None}  # fmt: skip
+        table[method, int(n), total].append(run)
     lines = [(f"| method | n bits | steps run | final success (last {args.window} ep.), mean ± std | "
              f"steps to {args.threshold} per seed | lowest {args.window}-episode window after it, per seed |"),
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -71,10 +72,11 @@ def main():
         ax.errorbar(list(longest), means, yerr=stds, marker="o", capsize=3, label=label)
         for n, total in runs:
             rows = sorted(table[method, n, total], key=lambda r: r["seed"])
-            lines.append(f"| {label} | {n} | {rows[0]['total']} | {np.mean([r['final'] for r in rows]):.3f} ± "
-                         f"{np.std([r['final'] for r in rows]):.3f} | "
-                         + ", ".join("-" if r["reached"] is None else str(r["reached"]) for r in rows) + " | "
-                         + ", ".join("-" if r["min_after"] is None else f"{r['min_after']:.2f}" for r in rows) + " |")  # fmt: skip
+            finals = [r["final"] for r in rows]
+            reached = ", ".join("-" if r["reached"] is None else str(r["reached"]) for r in rows)
+            lowest = ", ".join("-" if r["min_after"] is None else f"{r['min_after']:.2f}" for r in rows)
+            lines.append(f"| {label} | {n} | {rows[0]['total']} | {np.mean(finals):.3f} ± {np.std(finals):.3f} | "
+                         f"{reached} | {lowest} |")  # fmt: skip
     env_ids = sorted({job["env_id"] for job in jobs})
     title = "Bit flipping (HER paper, Figure 1)" if env_ids == ["BitFlip-v0"] else ", ".join(env_ids)
     ax.set(xlabel="number of bits n", ylabel=f"success rate (last {args.window} episodes)", ylim=(-0.05, 1.05),
@@ -92,7 +94,8 @@ def main():
     summary = ["method,n_bits,total_timesteps,seed,final_success,steps_to_threshold,lowest_window_after"]
     summary += [f"{m},{n},{t},{r['seed']},{r['final']:.4f},{r['reached'] or ''},"
                 f"{'' if r['min_after'] is None else round(float(r['min_after']), 4)}"
-                for (m, n, t), rows in sorted(table.items()) for r in sorted(rows, key=lambda r: r["seed"])]  # fmt: skip
+                for (m, n, t), rows in sorted(table.items())
+                for r in sorted(rows, key=lambda r: r["seed"])]  # fmt: skip
     (out / "runs.csv").write_text("\n".join(summary) + "\n")
     print("\n".join(lines))
 

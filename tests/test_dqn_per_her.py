@@ -182,6 +182,49 @@ def test_fixed_goal_bit_flip_always_aims_at_all_ones_and_takes_n_bits():
     assert len({tuple(random_goals.reset()[0]["desired_goal"]) for _ in range(200)}) == 8
 
 
+class LineGoalEnv(gym.Env):
+    """A goal environment unlike bit flipping: a point on a line, observation (position, time left), a 1-D
+    goal, reward 0 within 0.5 of it, no end at the goal (terminate_on_success is not set), 8 steps."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Dict({"observation": gym.spaces.Box(-9.0, 9.0, (2,)),
+                                                  "achieved_goal": gym.spaces.Box(-9.0, 9.0, (1,)),
+                                                  "desired_goal": gym.spaces.Box(-9.0, 9.0, (1,))})  # fmt: skip
+        self.action_space = gym.spaces.Discrete(3)  # left, stay, right
+
+    def _obs(self):
+        position = np.array([self.x], np.float32)
+        return {"observation": np.array([self.x, 8 - self.t], np.float32), "achieved_goal": position,
+                "desired_goal": np.array([self.goal], np.float32)}  # fmt: skip
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t, self.goal = 0.0, 0, float(self.np_random.choice([-4.0, 4.0]))
+        return self._obs(), {}
+
+    def step(self, action):
+        self.x, self.t = self.x + float(action) - 1.0, self.t + 1
+        reward = float(self.compute_reward(np.array([self.x]), np.array([self.goal]), {}))
+        return self._obs(), reward, False, self.t >= 8, {"is_success": reward == 0.0}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return -(np.abs(achieved_goal - desired_goal)[..., 0] > 0.5).astype(np.float32)
+
+
+def test_her_runs_on_another_goal_environment_with_its_own_reward_and_no_end_at_the_goal(in_tmp):
+    if "LineGoal-v0" not in gym.registry:
+        gym.register("LineGoal-v0", entry_point=LineGoalEnv)
+    result = H.main(H.Args(env_id="LineGoal-v0", total_timesteps=800, learning_starts=128, batch_size=64,
+                           progress=False, eval_episodes=2))  # fmt: skip
+    replay, env = result["replay"], LineGoalEnv()
+    assert replay.x.shape[1] == 3 and len(result["successes"]) == 100  # [position, time left, goal]; 8-step episodes
+    b = replay.sample(512, beta=0.4)
+    assert 0.7 < b["relabelled"].mean() < 0.9  # k / (k + 1) = 0.8
+    np.testing.assert_array_equal(b["rewards"], env.compute_reward(replay.next_achieved[b["idx"]], b["x"][:, 2:], {}))
+    assert (b["rewards"] == 0).any() and not b["terminated"].any()  # relabelled successes, yet no episode ends there
+    assert len(result["eval_returns"]) == 2
+
+
 def test_her_on_a_non_goal_environment_is_a_clear_error(in_tmp, capsys):
     with pytest.raises(SystemExit) as e:
         H.main(H.Args(env_id="CartPole-v1", progress=False))
