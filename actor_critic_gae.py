@@ -346,7 +346,8 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         if not value > 0:
             fail(flag, f"must be positive, got {value}")
     for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
-                        ("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
+                        ("--eval-episodes", args.eval_episodes),
+                        ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
     if args.capture_video and args.eval_episodes == 0:
@@ -462,14 +463,9 @@ def main(args: Args) -> dict:
         saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
         args = dataclasses.replace(args, **{k: v for k, v in saved.items() if Args.__dataclass_fields__[k].init})
     obs_space, action_space = validate(args)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    distributed = world > 1
     use_cuda = args.cuda and torch.cuda.is_available()
-    rank, world = 0, 1
-    if distributed:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
     args.batch_size = args.num_envs * args.num_steps * world
     args.num_updates = args.total_timesteps // args.batch_size
@@ -483,6 +479,13 @@ def main(args: Args) -> dict:
     agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
+    if distributed:
+        # joined only now, after the optimizer: with torch 2.13 a process group made before torch.optim's first
+        # use (it imports torch._dynamo) outlives destroy_process_group, and its gloo threads, still running as
+        # Python exits, abort the process when they release a tensor (pytorch issue 190489)
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if use_cuda else "gloo")
     global_step, start_update = 0, 0
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
@@ -632,7 +635,8 @@ def main(args: Args) -> dict:
 
     # 9. Teardown
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
-              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [], "interrupted": stop["signal"] is not None,
+              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [],
+              "interrupted": stop["signal"] is not None,
               "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan")}  # fmt: skip
     if rank == 0 and stop["signal"] is not None:
         write_checkpoint()

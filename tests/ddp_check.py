@@ -1,5 +1,6 @@
 """Run actor_critic_gae.main under torchrun and check, after every optimiser step, that all replicas hold
-identical parameters. Each rank writes {rank, updates, max_diff} to OUT/rank{rank}.json.
+identical parameters. Each rank writes {rank, updates, max_diff, global_step, threads} to OUT/rank{rank}.json,
+threads being the names of the process's threads once main has returned (Linux).
 
     torchrun --nproc_per_node 2 tests/ddp_check.py OUT_DIR
 """
@@ -34,4 +35,7 @@ torch.optim.Adam.step = checked_step
 os.chdir(out_dir)
 result = A.main(A.Args(total_timesteps=4096, num_envs=4, num_steps=8, cuda=False, progress=False, eval_episodes=2))
 rank = int(os.environ["RANK"])
-(out_dir / f"rank{rank}.json").write_text(json.dumps({"rank": rank, **stats, "global_step": result["global_step"]}))
+threads = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+(out_dir / f"rank{rank}.json").write_text(
+    json.dumps({"rank": rank, **stats, "global_step": result["global_step"], "threads": threads})
+)
