@@ -116,6 +116,10 @@ SCRIPTS = {
             (["--per-beta0", "-1"], "--per-beta0"),
             (["--her-k", "0"], "--her-k"),
             (["--n-bits", "0"], "--n-bits"),
+            (
+                ["--n-bits", "40", "--buffer-size", "32", "--batch-size", "16", "--learning-starts", "16"],
+                "--buffer-size",
+            ),
             (["--env-id", "CartPole-v1"], "--her"),
             (["--env-id", "CartPol-v1", "--no-her"], "--env-id"),
             (["--env-id", "Pendulum-v1", "--no-her"], "--env-id"),
