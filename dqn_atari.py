@@ -668,7 +668,8 @@ def main(args: Args) -> dict:
 
     # 9. Teardown
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
-              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [], "interrupted": stop["signal"] is not None,
+              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [],
+              "interrupted": stop["signal"] is not None,
               "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
               "num_updates": num_updates, "replay": replay, "q_network": q_network, "target_network": target_network,
               "optimizer": optimizer}  # fmt: skip

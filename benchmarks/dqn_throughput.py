@@ -170,7 +170,8 @@ def main():
             row = {**parts(run_args, device), "loop_sps": loop_sps(run_args)}
             rows.append(row)
             print(f"repeat {i + 1}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row.items() if "sps" not in k)
-                  + f" | parts allow {row['parts_sps']:.1f} SPS | loop {row['loop_sps']:.1f} SPS", flush=True)  # fmt: skip
+                  + f" | parts allow {row['parts_sps']:.1f} SPS | loop {row['loop_sps']:.1f} SPS",
+                  flush=True)  # fmt: skip
     med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     med["ratio"] = med["loop_sps"] / med["parts_sps"]
     record = {**meta, "threads": torch.get_num_threads(), "device": str(device), "median": med, "rows": rows}
