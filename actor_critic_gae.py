@@ -39,7 +39,7 @@ preprocessing configured in make_envs: 4 frames per action with a max over the l
 at reset, FIRE at reset, 84x84 grayscale, 4 stacked frames, rewards clipped to their sign for learning.
 v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none.
 
-Distributed: `torchrun --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
+Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
 --num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
 all_reduce before each step, so the replicas stay identical. gloo on CPU, NCCL on GPU. Only rank 0 logs,
 checkpoints and saves; --total-timesteps counts all processes together. Several machines: run on each
@@ -51,7 +51,7 @@ Usage:
     python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
     python actor_critic_gae.py --env-id PongNoFrameskip-v4 --num-envs 32 --num-steps 5 --learning-rate 7e-4 \
         --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
-    torchrun --nproc_per_node 2 actor_critic_gae.py --no-cuda    # two processes, gradients averaged
+    torchrun --standalone --nproc_per_node 2 actor_critic_gae.py --no-cuda  # two processes, a free port
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
 
 TensorBoard keys:

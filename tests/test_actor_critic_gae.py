@@ -202,7 +202,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_two_processes_under_torchrun_stay_identical_and_log_once(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_check.py"), str(tmp_path)]  # fmt: skip
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
