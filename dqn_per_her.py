@@ -495,7 +495,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     if args.her and not goal:
         fail("--her", f"{args.env_id} is not a goal environment (Dict observation with achieved_goal and "
                       "desired_goal, and compute_reward); pass --no-her")  # fmt: skip
-    longest = args.n_bits if gym.spec(args.env_id).entry_point is BitFlipEnv else env.spec.max_episode_steps
+    longest = env.unwrapped.n if isinstance(env.unwrapped, BitFlipEnv) else env.spec.max_episode_steps
     if args.her and longest is not None and args.buffer_size < longest:  # an episode must not overwrite itself
         fail("--buffer-size", f"HER stores whole episodes: must be at least {args.env_id}'s longest episode, "
                               f"{longest} steps, got {args.buffer_size}")  # fmt: skip
