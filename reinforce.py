@@ -56,6 +56,7 @@ TensorBoard keys:
 # 1. Imports
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import os
 import random
@@ -257,6 +258,19 @@ def fail(flag: str, message: str):
     raise SystemExit(2)
 
 
+def check_env_id(env_id: str):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
 def validate(args: Args) -> gym.Env:
     """Check every flag before any work; return one probe environment to read the spaces from."""
     for flag, value in [
@@ -277,18 +291,14 @@ def validate(args: Args) -> gym.Env:
             fail(flag, f"must be positive, got {value}")
     if args.ent_coef < 0:
         fail("--ent-coef", f"must be non-negative, got {args.ent_coef}")
-    if args.eval_episodes < 0:
-        fail("--eval-episodes", f"must be 0 or more, got {args.eval_episodes}")
+    for flag, value in [("--seed", args.seed), ("--eval-episodes", args.eval_episodes)]:
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.env_id not in gym.registry:
-        close = difflib.get_close_matches(args.env_id, list(gym.registry), n=3)
-        fail(
-            "--env-id",
-            f"unknown environment {args.env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
-        )
+    check_env_id(args.env_id)
     try:
-        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+        env = gym.make(args.env_id)
     except gym.error.DependencyNotInstalled as e:
         fail("--env-id", f"{args.env_id} cannot be created: {e}")
     except ImportError as e:
@@ -297,9 +307,10 @@ def validate(args: Args) -> gym.Env:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
         try:
-            env.reset(seed=0)
-            env.render()
-        except gym.error.DependencyNotInstalled as e:
+            with gym.make(args.env_id, render_mode="rgb_array") as video_env:
+                video_env.reset(seed=0)
+                video_env.render()
+        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
             fail("--capture-video", f"{args.env_id} cannot render: {e}")
     if not (
         isinstance(env.action_space, gym.spaces.Discrete)
@@ -345,7 +356,7 @@ class ProgressReport:
 
 def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list[float]:
     """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns."""
-    env = gym.make(env_id, render_mode="rgb_array" if video_dir else None)
+    env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
     returns = []
@@ -437,11 +448,14 @@ def main(args: Args) -> dict:
             rollout.rewards[t] = torch.as_tensor(reward, device=device)
             rollout.terminations[t] = torch.as_tensor(terminated, device=device)
             rollout.truncations[t] = torch.as_tensor(truncated, device=device)
-            if use_baseline and truncated.any():  # bootstrap a time limit from the true final observation
-                final_obs = np.stack(info["final_obs"][truncated])
+            # bootstrap a time limit from the true final observation; where the episode also terminated (a time
+            # limit that falls on the last step sets both), termination wins: nothing follows
+            bootstrap = truncated & ~terminated
+            if use_baseline and bootstrap.any():
+                final_obs = np.stack(info["final_obs"][bootstrap])
                 with torch.no_grad():
                     final_values = value(torch.as_tensor(final_obs, dtype=torch.float32, device=device))
-                rollout.next_values[t, torch.as_tensor(truncated, device=device)] = final_values.squeeze(-1)
+                rollout.next_values[t, torch.as_tensor(bootstrap, device=device)] = final_values.squeeze(-1)
 
         # LEARN
         ends = rollout.terminations | rollout.truncations

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +45,31 @@ def in_tmp(tmp_path, monkeypatch):
     """Run folders (runs/...) land in a fresh temporary directory."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+class Clock(gym.Env):
+    """A tiny environment whose every value is known: the observation is [t], the steps taken in the episode; the
+    reward is 1 whatever the action; with end_at the episode terminates at t = end_at. Registered below with a
+    time limit of 5 steps: ClockTruncated-v0 only truncates, ClockEndsAtLimit-v0 terminates on the very step the
+    limit truncates it (gymnasium then sets both flags). So the true final observation is [5], and the next
+    episode's first is [0]."""
+
+    def __init__(self, end_at: int | None = None, discrete: bool = True):
+        self.end_at = end_at
+        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2) if discrete else gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([float(self.t)], np.float32), 1.0, self.t == self.end_at, False, {}
+
+
+CLOCK_LIMIT = 5
+for _id, _kwargs in [("ClockTruncated-v0", {}), ("ClockEndsAtLimit-v0", {"end_at": CLOCK_LIMIT})]:
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=Clock, kwargs=_kwargs, max_episode_steps=CLOCK_LIMIT)

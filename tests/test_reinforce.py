@@ -1,10 +1,12 @@
 """reinforce.py: the maths against brute force, the baseline's effect on the gradient, and learning."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import scalars
+from conftest import CLOCK_LIMIT, scalars
 
 import reinforce as R
 
@@ -71,6 +73,144 @@ def test_from_episode_start_matches_brute_force():
             while start > 0 and not ends[start - 1, n]:
                 start -= 1
             assert got[t, n] == rewards[start, n]
+
+
+@pytest.mark.parametrize("env_id", ["ClockTruncated-v0", "ClockEndsAtLimit-v0"])
+def test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never(
+    env_id, in_tmp, monkeypatch
+):
+    """The real loop on Clock (tests/conftest.py): every 5th step ends an episode whose true final observation is
+    [5], while the environment hands back the next episode's [0] in its place. A time limit completes the return
+    with V([5]) of the script's own value network; a termination on the limit (both flags set) with nothing; a
+    rollout's end with V of the clock's reading there. Any other step is not an end."""
+    value_nets, seen = [], []
+    real_mlp, real_returns = R.mlp, R.discounted_returns
+
+    def recording_mlp(in_dim, out_dim, hidden, out_gain):
+        net = real_mlp(in_dim, out_dim, hidden, out_gain)
+        if out_dim == 1:
+            value_nets.append(net)
+        return net
+
+    def spy(rewards, ends, next_values, gamma):
+        with torch.no_grad():  # the value network as it was while acting: it is updated only after this call
+            v = value_nets[0](torch.arange(CLOCK_LIMIT + 1, dtype=torch.float32)[:, None]).squeeze(-1)
+        seen.append((ends.clone(), next_values.clone(), v))
+        return real_returns(rewards, ends, next_values, gamma)
+
+    monkeypatch.setattr(R, "mlp", recording_mlp)
+    monkeypatch.setattr(R, "discounted_returns", spy)
+    T, N = 8, 2
+    R.main(
+        R.Args(
+            env_id=env_id,
+            num_envs=N,
+            num_steps=T,
+            total_timesteps=3 * T * N,
+            progress=False,
+            cuda=False,
+            eval_episodes=0,
+        )
+    )
+    assert len(seen) == 3
+    terminates = env_id == "ClockEndsAtLimit-v0"
+    for update, (ends, next_values, v) in enumerate(seen):
+        for t in range(T):
+            clock = (update * T + t + 1) % CLOCK_LIMIT  # the reading after step t; 0: the episode just ended
+            if clock == 0:
+                want = 0.0 if terminates else v[CLOCK_LIMIT]
+            elif t == T - 1:
+                want = v[clock]
+            else:
+                want = 0.0
+            assert bool(ends[t].all()) == (clock == 0 or t == T - 1)
+            torch.testing.assert_close(next_values[t], torch.full((N,), float(want)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "env_id,flags",
+    [
+        ("CartPole-v1", {}),
+        ("CartPole-v1", {"reward_to_go": False}),
+        ("CartPole-v1", {"norm_adv": True, "ent_coef": 0.1}),
+        ("CartPole-v1", {"baseline": "none"}),
+        ("Pendulum-v1", {"ent_coef": 0.1}),
+    ],
+)
+def test_one_update_hands_adam_the_gradients_of_the_estimator(env_id, flags, in_tmp, monkeypatch):
+    """One update of the real loop, its gradients caught as they reach Adam, against the estimator written out
+    here from the batch the loop used: the policy's is the gradient of -mean_i[log pi(a_i|s_i) A_i] - ent_coef
+    mean_i H_i, with A = G - V(s) (V = 0 without a baseline), taken from the episode's first step without
+    reward-to-go and normalised with --norm-adv; the value network's first is that of mean_i (V(s_i) - G_i)^2.
+    G is what the script's discounted_returns returned (held to brute force above)."""
+    nets, batch, steps = [], {}, []
+    real_mlp, real_returns, real_log_prob, real_step = (
+        R.mlp,
+        R.discounted_returns,
+        R.Policy.log_prob_entropy,
+        torch.optim.Adam.step,
+    )
+
+    def recording_mlp(*args, **kwargs):
+        nets.append(real_mlp(*args, **kwargs))
+        return nets[-1]
+
+    def returns_spy(rewards, ends, next_values, gamma):
+        batch["returns"], batch["ends"] = real_returns(rewards, ends, next_values, gamma), ends.clone()
+        return batch["returns"]
+
+    def log_prob_spy(self, obs, actions):
+        batch["obs"], batch["actions"] = obs.clone(), actions.clone()
+        return real_log_prob(self, obs, actions)
+
+    def step_spy(self, *args, **kwargs):
+        grads = [p.grad.clone() for group in self.param_groups for p in group["params"]]
+        steps.append((grads, copy.deepcopy(nets) if not steps else None))  # the networks before any step
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(R, "mlp", recording_mlp)
+    monkeypatch.setattr(R, "discounted_returns", returns_spy)
+    monkeypatch.setattr(R.Policy, "log_prob_entropy", log_prob_spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_spy)
+    args = R.Args(
+        env_id=env_id,
+        num_envs=2,
+        num_steps=64,
+        total_timesteps=128,
+        vf_iters=2,
+        progress=False,
+        cuda=False,
+        eval_episodes=0,
+        **flags,
+    )
+    R.main(args)
+    use_baseline = args.baseline == "value"
+    assert len(steps) == 1 + 2 * use_baseline  # one policy step, then vf_iters value steps
+    policy_net, value_net = steps[0][1]
+    obs, actions, G = batch["obs"], batch["actions"], batch["returns"].double()
+    with torch.no_grad():
+        V = value_net(obs).squeeze(-1).double().view_as(G) if use_baseline else torch.zeros_like(G)
+    A = G - V
+    if not args.reward_to_go:
+        A = R.from_episode_start(A, batch["ends"])
+    A = A.flatten()
+    if args.norm_adv:
+        A = (A - A.mean()) / (A.std() + 1e-8)
+    out = policy_net(obs).double()
+    if env_id == "CartPole-v1":
+        dist = torch.distributions.Categorical(logits=out)
+        params = list(policy_net.parameters())
+    else:
+        log_std = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # the policy's log std starts at 0
+        dist = torch.distributions.Independent(torch.distributions.Normal(out, log_std.exp()), 1)
+        params = [log_std, *policy_net.parameters()]  # a module lists its own parameters first
+    loss = -(dist.log_prob(actions.double()) * A).mean() - args.ent_coef * dist.entropy().mean()
+    for got, want in zip(steps[0][0], torch.autograd.grad(loss, params), strict=True):
+        torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-6)
+    if use_baseline:
+        value_loss = (value_net(obs).squeeze(-1).double() - G.flatten()).pow(2).mean()
+        for got, want in zip(steps[1][0], torch.autograd.grad(value_loss, list(value_net.parameters())), strict=True):
+            torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-6)
 
 
 def test_gymnasium_same_step_autoreset_gives_the_true_final_observation():
