@@ -70,6 +70,7 @@ TensorBoard keys:
 # 1. Imports
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import os
 import random
@@ -312,6 +313,13 @@ def next_state_values(values, last_value, terminations, truncations, final_value
     return torch.where(terminations, 0.0, torch.where(truncations, final_values, following))
 
 
+def annealed_lr(anchor: tuple[int, float], update: int, num_updates: int) -> float:
+    """--anneal-lr: linear from anchor = (update u0, learning rate lr0) to 0 at num_updates,
+    lr0 * (1 - (update - u0) / (num_updates - u0)). A fresh run's anchor is (0, --learning-rate)."""
+    u0, lr0 = anchor
+    return lr0 * max(0.0, 1 - (update - u0) / max(num_updates - u0, 1))
+
+
 def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.Tensor:
     """A_t = delta_t + gamma lam (1 - done_t) A_{t+1}, delta_t = r_t + gamma next_values_t - values_t.
     All (T, N); dones[t] is True where an episode ended at step t (terminated or truncated): the sum never
@@ -326,10 +334,52 @@ def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.
     return advantages
 
 
+def a2c_loss(
+    agent, b_obs, b_actions, b_advantages, b_returns, vf_coef: float, ent_coef: float, norm_adv: bool, distributed: bool
+) -> tuple[torch.Tensor, ...]:
+    """L = -mean(log pi(a|s) A) + vf_coef mean((V(s) - target)^2) - ent_coef mean(H) over a batch: b_obs
+    (B, *obs_shape), b_actions (B,) or (B, D), b_advantages and b_returns (B,). With norm_adv the advantages are
+    first normalised over the whole batch, that of all processes together under torchrun. Returns the loss and
+    its three terms (policy loss, value loss, mean entropy)."""
+    if norm_adv:
+        b_advantages = normalize(b_advantages, distributed)
+    out, new_values = agent(b_obs)
+    logp, entropy = agent.log_prob_entropy(out, b_actions)
+    policy_loss = -(logp * b_advantages).mean()
+    value_loss = (new_values - b_returns).pow(2).mean()
+    return policy_loss + vf_coef * value_loss - ent_coef * entropy.mean(), policy_loss, value_loss, entropy.mean()
+
+
+def normalize(x: torch.Tensor, distributed: bool) -> torch.Tensor:
+    """x (B,) -> (x - mean) / (std + 1e-8), mean and (unbiased) std over x, or under torchrun over the x of every
+    process together (each holds B values): what one process holding the whole batch would compute."""
+    if not distributed:
+        return (x - x.mean()) / (x.std() + 1e-8)
+    total = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
+    torch.distributed.all_reduce(total)
+    mean = total[0] / total[1]
+    squares = (x - mean).pow(2).sum()
+    torch.distributed.all_reduce(squares)
+    return (x - mean) / ((squares / (total[1] - 1)).sqrt() + 1e-8)
+
+
 def fail(flag: str, message: str):
     """Bad input: one line naming the flag, exit status 2, no traceback."""
     print(f"error: {flag}: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_env_id(env_id: str):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
@@ -346,7 +396,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         if not value > 0:
             fail(flag, f"must be positive, got {value}")
     for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
-                        ("--eval-episodes", args.eval_episodes),
+                        ("--eval-episodes", args.eval_episodes), ("--seed", args.seed),
                         ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
@@ -365,14 +415,9 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         spaces = envs.single_observation_space, envs.single_action_space
         envs.close()
         return spaces
-    if args.env_id not in gym.registry:
-        close = difflib.get_close_matches(args.env_id, list(gym.registry), n=3)
-        fail(
-            "--env-id",
-            f"unknown environment {args.env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
-        )
+    check_env_id(args.env_id)
     try:
-        env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+        env = gym.make(args.env_id)
     except gym.error.DependencyNotInstalled as e:
         fail("--env-id", f"{args.env_id} cannot be created: {e}")
     except ImportError as e:
@@ -386,9 +431,10 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
         try:
-            env.reset(seed=0)
-            env.render()
-        except gym.error.DependencyNotInstalled as e:
+            with gym.make(args.env_id, render_mode="rgb_array") as video_env:
+                video_env.reset(seed=0)
+                video_env.render()
+        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
             fail("--capture-video", f"{args.env_id} cannot render: {e}")
     env.close()
     return env.observation_space, env.action_space
@@ -422,25 +468,33 @@ class ProgressReport:
 
 
 def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list:
-    """Whole episodes with the policy's deterministic action (argmax or mean); returns their real returns."""
+    """Whole episodes with the policy's deterministic action (argmax or mean); returns their real returns.
+    Atari: after a lost life FIRE is pressed in games that wait for it, as at reset; a greedy policy that never
+    picks FIRE would otherwise stand still until the time limit (training leaves it to the sampled actions)."""
     if video_dir:
         env = gym.make(env_id, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
         envs = gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     else:
         envs = make_envs(env_id, 1)
-    obs, _ = envs.reset(seed=seed)
-    returns, total = [], 0.0
+    actions = list(envs.ale.get_action_set()) if hasattr(envs, "ale") else []
+    fire = actions.index(ale_py.Action.FIRE) if ale_py.Action.FIRE in actions else None
+    obs, info = envs.reset(seed=seed)
+    returns, total, press_fire = [], 0.0, False
     while len(returns) < episodes:
         with torch.no_grad():
             action = agent.mode(agent(torch.as_tensor(obs, device=device))[0]).cpu().numpy()
         if not agent.discrete:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, reward, terminated, truncated, _ = envs.step(action)
+        if press_fire:
+            action[:] = fire
+        lives = info.get("lives")
+        obs, reward, terminated, truncated, info = envs.step(action)
         total += float(reward[0])
         if terminated[0] or truncated[0]:
             returns.append(total)
             total = 0.0
+        press_fire = fire is not None and info["lives"][0] < lives[0] and not (terminated[0] or truncated[0])
     envs.close()
     return returns
 
@@ -451,17 +505,61 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, script: str) -> dict:
+    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+    if not os.path.isfile(path):
+        fail("--resume", f"no checkpoint file at {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(
+            "--resume",
+            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
+        )
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
+        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
+    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
+    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
 def main(args: Args) -> dict:
     # 7. Setup
     checkpoint = None
     if args.resume is not None:
-        if not os.path.isfile(args.resume):
-            fail("--resume", f"no checkpoint file at {args.resume!r}")
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
-        keep = ("total_timesteps", "checkpoint_every", "resume", "cuda", "progress", "save_model", "eval_episodes",
-                "capture_video")  # fmt: skip
-        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
-        args = dataclasses.replace(args, **{k: v for k, v in saved.items() if Args.__dataclass_fields__[k].init})
+        checkpoint = load_checkpoint(args.resume, "actor_critic_gae.py")
+        args = resume_args(args, checkpoint["args"])
     obs_space, action_space = validate(args)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     distributed = world > 1
@@ -487,10 +585,22 @@ def main(args: Args) -> dict:
 
         dist.init_process_group("nccl" if use_cuda else "gloo")
     global_step, start_update = 0, 0
+    lr_anchor = (0, args.learning_rate)  # --anneal-lr: the learning rate falls linearly from here to 0 at the end
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         global_step, start_update, run_dir = checkpoint["global_step"], checkpoint["update"], checkpoint["run_dir"]
+        lr_anchor = checkpoint["lr_anchor"]
+        saved_updates = checkpoint["args"]["num_updates"]
+        if args.num_updates != saved_updates:  # a new run length: the schedule continues from where it is, no jump
+            lr_anchor = (start_update, annealed_lr(lr_anchor, start_update, saved_updates))
+        if rank == 0:
+            say_where_resumed(
+                global_step,
+                args.total_timesteps,
+                checkpoint["args"]["total_timesteps"],
+                "the annealed learning rate falls from its current value to 0 at the new end",
+            )
         if world == 1:  # one process: continue the exact random streams
             random.setstate(checkpoint["rng"]["python"])
             np.random.set_state(checkpoint["rng"]["numpy"])
@@ -524,7 +634,8 @@ def main(args: Args) -> dict:
     def write_checkpoint():
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         save_atomically({"args": vars(args), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                         "global_step": global_step, "update": update + 1, "run_dir": run_dir, "rng": rng},
+                         "global_step": global_step, "update": update + 1, "run_dir": run_dir, "rng": rng,
+                         "script": "actor_critic_gae.py", "lr_anchor": lr_anchor},
                         os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
 
     # 8. Loop
@@ -539,7 +650,7 @@ def main(args: Args) -> dict:
     update = start_update - 1
     for update in range(start_update, args.num_updates):
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - update / args.num_updates)
+            optimizer.param_groups[0]["lr"] = annealed_lr(lr_anchor, update, args.num_updates)
         rollout.final_values.zero_()
         for t in range(T):
             # ACT
@@ -590,14 +701,17 @@ def main(args: Args) -> dict:
         dones = rollout.terminations | rollout.truncations
         advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gamma, args.gae_lambda)
         b_returns = (advantages + rollout.values).flatten()
-        b_advantages = advantages.flatten()
-        if args.norm_adv:
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        out, new_values = agent(rollout.obs.flatten(0, 1))
-        logp, entropy = agent.log_prob_entropy(out, rollout.actions.flatten(0, 1))
-        policy_loss = -(logp * b_advantages).mean()
-        value_loss = (new_values - b_returns).pow(2).mean()
-        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy.mean()
+        loss, policy_loss, value_loss, entropy = a2c_loss(
+            agent,
+            rollout.obs.flatten(0, 1),
+            rollout.actions.flatten(0, 1),
+            advantages.flatten(),
+            b_returns,
+            args.vf_coef,
+            args.ent_coef,
+            args.norm_adv,
+            distributed,
+        )
         optimizer.zero_grad()
         loss.backward()
         if distributed:  # average the gradients of all processes (and agree on stopping) in one all_reduce
@@ -618,7 +732,7 @@ def main(args: Args) -> dict:
         sps = int((global_step - start_step) / (time.time() - start_time))
         if writer is not None:
             for key, v in [("losses/policy_loss", policy_loss), ("losses/value_loss", value_loss),
-                           ("losses/entropy", entropy.mean()), ("losses/grad_norm", grad_norm),
+                           ("losses/entropy", entropy), ("losses/grad_norm", grad_norm),
                            ("losses/explained_variance", 1 - (b_returns - rollout.values.flatten()).var()
                             / (b_returns.var() + 1e-8))]:  # fmt: skip
                 writer.add_scalar(key, v.item(), global_step)

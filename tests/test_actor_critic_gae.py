@@ -1,6 +1,7 @@
 """actor_critic_gae.py: GAE against brute force, bootstrapping at every kind of edge, distributed training,
 checkpoints, Atari preprocessing in the loop, and learning."""
 
+import copy
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, scalars
+from conftest import CLOCK_LIMIT, ROOT, scalars
 
 import actor_critic_gae as A
 
@@ -106,32 +107,136 @@ def test_truncation_bootstraps_from_final_value_and_termination_does_not():
     assert nv.tolist() == [[5.0, 0.0], [3.0, 3.0]]
 
 
-TRUNC_ID = "TruncatedCartPole-v0"
-gym.register(TRUNC_ID, entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv", max_episode_steps=6)
-
-
 def test_loop_bootstraps_truncations_from_the_true_final_observation(in_tmp, monkeypatch):
-    """In the real loop: every 6th step of each env is a truncation, and its bootstrap value is V of the final
-    observation, not of the next episode's first observation (which the env returns in its place)."""
-    seen = []
+    """The real loop on Clock (tests/conftest.py): every 5th step is a time limit whose true final observation is
+    [5], while the environment hands back the next episode's [0] in its place. Each such step's bootstrap value
+    must be V([5]) of the script's own network as it was while acting, and no other step may have one."""
+    agents, seen = [], []
+    real_agent, real_next_values = A.ActorCritic, A.next_state_values
+
+    class RecordedAgent(real_agent):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            agents.append(self)
 
     def spy(values, last_value, terminations, truncations, final_values):
-        seen.append((values.clone(), terminations.clone(), truncations.clone(), final_values.clone()))
-        return real(values, last_value, terminations, truncations, final_values)
+        with torch.no_grad():  # the network as it was while acting: it is updated only after this call
+            v_final = agents[0](torch.tensor([[float(CLOCK_LIMIT)]]))[1][0]
+        seen.append((terminations.clone(), truncations.clone(), final_values.clone(), v_final))
+        return real_next_values(values, last_value, terminations, truncations, final_values)
 
-    real = A.next_state_values
+    monkeypatch.setattr(A, "ActorCritic", RecordedAgent)
     monkeypatch.setattr(A, "next_state_values", spy)
-    A.main(A.Args(env_id=TRUNC_ID, total_timesteps=4 * 8 * 4, num_envs=4, num_steps=8, cuda=False, progress=False,
-                  eval_episodes=0))  # fmt: skip
-    truncated_steps = 0
-    for values, terminations, truncations, final_values in seen:
-        for t, n in truncations.nonzero().tolist():
-            truncated_steps += 1
-            assert final_values[t, n] != 0
-            if t + 1 < values.shape[0]:
-                assert final_values[t, n] != values[t + 1, n]
-        assert not (final_values[~truncations] != 0).any()
-    assert truncated_steps >= 10
+    T, N = 8, 4
+    A.main(
+        A.Args(
+            env_id="ClockTruncated-v0",
+            total_timesteps=4 * T * N,
+            num_envs=N,
+            num_steps=T,
+            cuda=False,
+            progress=False,
+            eval_episodes=0,
+        )
+    )
+    assert len(seen) == 4
+    for update, (terminations, truncations, final_values, v_final) in enumerate(seen):
+        for t in range(T):
+            truncated = (update * T + t + 1) % CLOCK_LIMIT == 0
+            assert truncations[t].tolist() == [truncated] * N and not terminations[t].any()
+            want = torch.full((N,), float(v_final) if truncated else 0.0)
+            torch.testing.assert_close(final_values[t], want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "env_id,flags",
+    [
+        ("ClockTruncated-v0", {"gamma": 0.9, "gae_lambda": 0.8}),
+        ("CartPole-v1", {"norm_adv": True, "ent_coef": 0.1, "vf_coef": 0.5}),
+    ],
+)
+def test_one_update_hands_adam_the_gradients_of_the_a2c_loss(env_id, flags, in_tmp, monkeypatch):
+    """One update of the real loop, against the algorithm written out here from what the loop collected: the
+    advantages it trains on are brute-force GAE (gamma, lambda, bootstraps and episode ends as collected), the
+    value targets are A + V(s), and the gradients that reach Adam (no clipping here) are those of
+    -mean(log pi(a|s) A) + vf_coef mean((V(s) - (A + V_old(s)))^2) - ent_coef mean(H), A normalised with --norm-adv."""
+    agents, seen, steps = [], {}, []
+    real_agent, real_gae, real_next, real_loss, real_step = (
+        A.ActorCritic,
+        A.gae,
+        A.next_state_values,
+        A.a2c_loss,
+        torch.optim.Adam.step,
+    )
+
+    class RecordedAgent(real_agent):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            agents.append(self)
+
+    def next_spy(values, last_value, terminations, truncations, final_values):
+        seen.update(
+            values=values,
+            last_value=last_value,
+            terminations=terminations,
+            truncations=truncations,
+            final_values=final_values,
+        )
+        return real_next(values, last_value, terminations, truncations, final_values)
+
+    def gae_spy(rewards, *args):
+        seen["rewards"] = rewards
+        return real_gae(rewards, *args)
+
+    def loss_spy(agent, b_obs, b_actions, b_advantages, b_returns, *args):
+        seen.update(obs=b_obs, actions=b_actions, advantages=b_advantages, returns=b_returns)
+        return real_loss(agent, b_obs, b_actions, b_advantages, b_returns, *args)
+
+    def step_spy(self, *args, **kwargs):
+        steps.append(([p.grad.clone() for g in self.param_groups for p in g["params"]], copy.deepcopy(agents[0])))
+        return real_step(self, *args, **kwargs)
+
+    for name, spy in [
+        ("ActorCritic", RecordedAgent),
+        ("gae", gae_spy),
+        ("next_state_values", next_spy),
+        ("a2c_loss", loss_spy),
+    ]:
+        monkeypatch.setattr(A, name, spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_spy)
+    args = A.Args(
+        env_id=env_id,
+        num_envs=4,
+        num_steps=16,
+        total_timesteps=64,
+        max_grad_norm=1e9,
+        cuda=False,
+        progress=False,
+        eval_episodes=0,
+        **flags,
+    )
+    A.main(args)
+    assert len(steps) == 1
+    b = {k: v.double() if v.dtype != torch.bool else v for k, v in seen.items()}
+    want = torch.as_tensor(brute_force(b, args.gamma, args.gae_lambda)).flatten()
+    torch.testing.assert_close(seen["advantages"].double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen["returns"].double(), want + b["values"].flatten(), rtol=1e-5, atol=1e-5)
+    if env_id == "ClockTruncated-v0":
+        assert seen["truncations"].any() and not seen["terminations"].any()
+    else:
+        assert seen["terminations"].any()
+
+    grads, agent = steps[0]
+    adv = (want - want.mean()) / (want.std() + 1e-8) if args.norm_adv else want
+    logits, values = agent(seen["obs"])
+    dist = torch.distributions.Categorical(logits=logits.double())
+    loss = (
+        -(dist.log_prob(seen["actions"]) * adv).mean()
+        + args.vf_coef * (values.double() - seen["returns"].double()).pow(2).mean()
+        - args.ent_coef * dist.entropy().mean()
+    )
+    for got, expected in zip(grads, torch.autograd.grad(loss, list(agent.parameters())), strict=True):
+        torch.testing.assert_close(got.double(), expected.double(), rtol=1e-4, atol=1e-6)
 
 
 def test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on(in_tmp, monkeypatch):
@@ -200,21 +305,59 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert not list(tmp_path.glob("runs/*/*.tmp"))
 
 
-def test_two_processes_under_torchrun_stay_identical_and_log_once(tmp_path):
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory):
+    """One run of tests/ddp_check.py under torchrun with 2 processes: its output folder."""
+    out = tmp_path_factory.mktemp("ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "ddp_check.py"), str(tmp_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tests" / "ddp_check.py"),
+        str(out),
+    ]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return out
+
+
+def test_two_processes_under_torchrun_stay_identical_and_log_once(torchrun):
+    ranks = [json.loads((torchrun / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["updates"] for r in ranks] == [4096 // (2 * 4 * 8)] * 2
     assert all(r["max_diff"] == 0.0 for r in ranks)
     assert all(r["global_step"] == 4096 for r in ranks)
     # the process group is gone when main returns: gloo threads left running can abort the interpreter's exit
     assert not [t for r in ranks for t in r["threads"] if "gloo" in t], ranks
-    (run_dir,) = tmp_path.glob("runs/*")  # one run folder, one event file: only rank 0 logs
+    (run_dir,) = torchrun.glob("runs/*")  # one run folder, one event file: only rank 0 logs
     assert len(list(run_dir.glob("events.*"))) == 1
     assert len(scalars(str(run_dir))["charts/SPS"]) == 4096 // (2 * 4 * 8)
+
+
+def test_two_processes_update_as_one_process_on_the_combined_batch(torchrun):
+    """The first update of the two-process run, replayed in this one process: the script's own a2c_loss on both
+    ranks' batches together (advantages normalised over all of them, --norm-adv), one gradient clip and one Adam
+    step from the same parameters. The replicas must land where this single process does: gradients averaged
+    over the processes (not summed, not one rank's alone), advantages normalised over the whole batch."""
+    ranks = [torch.load(torchrun / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for before, after in zip(ranks[0]["before"], ranks[0]["after"], strict=True):
+        assert not torch.equal(before, after)  # the update moved every parameter
+    args = A.Args(**ranks[0]["args"])
+    obs_space, action_space = gym.make(args.env_id).observation_space, gym.make(args.env_id).action_space
+    agent = A.ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared)
+    with torch.no_grad():
+        for p, before in zip(agent.parameters(), ranks[0]["before"], strict=True):
+            p.copy_(before)
+    batch = [torch.cat([r["batch"][i] for r in ranks]) for i in range(4)]  # obs, actions, advantages, returns
+    loss = A.a2c_loss(agent, *batch, args.vf_coef, args.ent_coef, args.norm_adv, False)[0]
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps).step()
+    for p, before, after in zip(agent.parameters(), ranks[0]["before"], ranks[0]["after"], strict=True):
+        torch.testing.assert_close(p.detach() - before, after - before, rtol=1e-3, atol=1e-7)
 
 
 def test_cartpole_learns_within_a_short_budget(in_tmp):
@@ -231,3 +374,22 @@ def test_box_actions_train(env_id, in_tmp):
     logged = scalars(result["run_dir"])
     assert all(np.isfinite(v) for _, v in logged["losses/policy_loss"] + logged["losses/value_loss"])
     assert len(result["eval_returns"]) == 1 and np.isfinite(result["eval_returns"][0])
+
+
+def test_greedy_evaluation_presses_fire_after_a_lost_life():
+    """Breakout waits for FIRE after every lost life. A greedy policy that only ever picks NOOP must still lose
+    its 5 lives and end the game within a few hundred steps in evaluation, not stand until the time limit
+    (27,000 agent steps)."""
+    agent = A.ActorCritic((4, 84, 84), gym.spaces.Discrete(4), 64, shared=True)
+    with torch.no_grad():
+        agent.actor.weight.zero_()
+        agent.actor.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # argmax: NOOP, always
+    calls = []
+
+    def count(*_):
+        calls.append(1)
+        assert len(calls) < 2000, "the game did not end: nothing pressed FIRE after a lost life"
+
+    agent.register_forward_hook(count)
+    returns = A.evaluate(agent, "BreakoutNoFrameskip-v4", 1, seed=0, video_dir=None, device="cpu")
+    assert len(returns) == 1 and len(calls) < 1000
