@@ -19,11 +19,14 @@ every 10,000 updates; epsilon to 0.01 over 10% of the run instead of to 0.1 over
 80k steps instead of 50k. --loss mse gives CleanRL's squared loss.
 
 Preprocessing (DeepMind), written out as gymnasium wrappers in make_env: up to 30 no-ops at reset, each
-action repeated for 4 frames with the max of the last two (sprites that flicker stay visible), FIRE at reset
-in games that wait for it, 84x84 grayscale, the last 4 frames stacked (zeros before the episode's first).
-A lost life is terminal for learning but the game goes on; rewards are clipped to their sign for learning;
-the return logged is the real, unclipped score of the whole game. --sticky-actions repeats the previous
-action with probability 0.25 at every frame (the v5 protocol of Machado et al. 2018, arXiv:1709.06009).
+action repeated for 4 frames with the max of the last two (sprites that flicker stay visible), 84x84
+grayscale, the last 4 frames stacked (zeros before the episode's first). A lost life is terminal for
+learning but the game goes on; rewards are clipped to their sign for learning; the return logged is the
+real, unclipped score of the whole game. --sticky-actions repeats the previous action with probability 0.25
+at every frame (the v5 protocol of Machado et al. 2018, arXiv:1709.06009). In games that wait for FIRE
+(Breakout, ...), FIRE is pressed at reset and after every lost life, in training and in evaluation, as
+CleanRL and Stable-Baselines3 do. This departs from the Nature paper, which pressed nothing: a greedy
+policy that never chooses FIRE would wait, and an evaluation game stall, until the 108,000-frame limit.
 
 Replay memory. Each 84x84 frame is stored once, as uint8, and the 4-frame stacks of s and s' are rebuilt
 when sampled: 7.06 GB for 1M transitions instead of 8 frames (56 GB) per transition. An episode's true
@@ -189,15 +192,26 @@ class MaxAndSkip(gym.Wrapper):
         return np.maximum(last_two[0], last_two[-1]), total, terminated, truncated, info
 
 
-class FireReset(gym.Wrapper):
-    """Press FIRE after reset, in games that wait for it to start (Breakout, ...)."""
+class FireOnStart(gym.Wrapper):
+    """Press FIRE at reset and after every lost life, in games that wait for it to go on (Breakout, ...): a
+    policy that never chooses FIRE would otherwise wait until the time limit. The press after a lost life is
+    part of the agent's step: its reward is added, its end of game or truncation is reported."""
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         obs, _, terminated, truncated, info = self.env.step(1)
         if terminated or truncated:
             obs, info = self.env.reset(**kwargs)
+        self.lives = info["lives"]
         return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if info["lives"] < self.lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(1)
+            reward += fire_reward
+        self.lives = info["lives"]
+        return obs, reward, terminated, truncated, info
 
 
 class LifeLoss(gym.Wrapper):
@@ -267,8 +281,8 @@ def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
     env = NoopReset(env, noop_max=30)
     env = MaxAndSkip(env, skip=4)
     if "FIRE" in env.unwrapped.get_action_meanings():
-        env = FireReset(env)
-    env = LifeLoss(env)
+        env = FireOnStart(env)
+    env = LifeLoss(env)  # outside FireOnStart: it sees the lives before a loss and after the FIRE that follows
     return FrameStack(Resize84(env), k=4)
 
 
@@ -441,7 +455,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     if not args.learning_rate > 0:
         fail("--learning-rate", f"must be positive, got {args.learning_rate}")
     for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
+                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
     if args.batch_size > args.buffer_size:
@@ -530,17 +544,61 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, script: str) -> dict:
+    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+    if not os.path.isfile(path):
+        fail("--resume", f"no checkpoint file at {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(
+            "--resume",
+            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
+        )
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
+        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
+    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
+    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
 def main(args: Args) -> dict:
     # 7. Setup
     checkpoint = None
     if args.resume is not None:
-        if not os.path.isfile(args.resume):
-            fail("--resume", f"no checkpoint file at {args.resume!r}")
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False, mmap=True)
-        keep = ("total_timesteps", "checkpoint_every", "checkpoint_replay", "resume", "cuda", "progress",
-                "save_model", "eval_episodes", "capture_video")  # fmt: skip
-        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
-        args = dataclasses.replace(args, **saved)
+        checkpoint = load_checkpoint(args.resume, "dqn_atari.py")
+        args = resume_args(args, checkpoint["args"])
     obs_space, action_space = validate(args)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     if args.torch_threads > 0:
@@ -556,7 +614,9 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
     replay = ReplayMemory(args.buffer_size, args.num_envs, obs_space.shape[1:], obs_space.shape[0], args.seed)
     global_step, num_updates = 0, 0
+    schedule_timesteps = args.total_timesteps  # epsilon decays over a fraction of the run's first length
     if checkpoint is not None:
+        schedule_timesteps = checkpoint["schedule_timesteps"]
         q_network.load_state_dict(checkpoint["q_network"])
         target_network.load_state_dict(checkpoint["target_network"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -567,6 +627,13 @@ def main(args: Args) -> dict:
         if checkpoint["replay"] is not None:
             replay.load_state_dict(checkpoint["replay"])
             replay.new_episodes()  # the environments restart from new games: their state is not saved
+        say_where_resumed(
+            global_step,
+            args.total_timesteps,
+            checkpoint["args"]["total_timesteps"],
+            f"epsilon keeps its schedule, {args.end_e} from step "
+            f"{int(args.exploration_fraction * schedule_timesteps)} on",
+        )
         del checkpoint
     else:
         unix_time = int(time.time())
@@ -592,7 +659,8 @@ def main(args: Args) -> dict:
         save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
                          "target_network": target_network.state_dict(), "global_step": global_step,
                          "num_updates": num_updates, "run_dir": run_dir, "rng": rng,
-                         "replay": replay.state_dict() if args.checkpoint_replay else None},
+                         "replay": replay.state_dict() if args.checkpoint_replay else None,
+                         "script": "dqn_atari.py", "schedule_timesteps": schedule_timesteps},
                         os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
 
     # 8. Loop
@@ -603,7 +671,7 @@ def main(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed + global_step)
     envs.action_space.seed(args.seed + global_step)
     next_checkpoint = global_step + args.checkpoint_every
-    explore_steps = int(args.exploration_fraction * args.total_timesteps)
+    explore_steps = int(args.exploration_fraction * schedule_timesteps)
     while global_step < args.total_timesteps:
         # ACT: uniformly random until learning starts, then epsilon-greedy (the network only runs when needed)
         epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)

@@ -89,17 +89,56 @@ def test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames():
     assert log == [1, 1] and reward == 6.0 and terminated
 
 
-def test_fire_reset_presses_fire_once_in_games_that_need_it():
+def test_fire_on_start_presses_fire_at_reset_and_after_each_lost_life_never_after_game_over():
     log = []
-    env = D.FireReset(Frames(log=log))
+    env = D.LifeLoss(D.FireOnStart(Frames(life_every=7, lives=3, reward=3.0, log=log)))
     env.reset(seed=0)
     assert log == [1]
-    assert isinstance(D.make_env("BreakoutNoFrameskip-v4", False).env.env.env, D.FireReset)
+    steps = []
+    for _ in range(18):
+        obs, reward, terminated, truncated, info = env.step(2)
+        steps.append((reward, info["life_lost"], info["lives"], terminated))
+    # frames 7 and 14 lose a life: FIRE follows in the same agent step; frame 21 ends the game: no FIRE
+    assert log == [1, *[2] * 6, 1, *[2] * 6, 1, *[2] * 6]
+    expected = []  # (reward, life_lost, lives, terminated); the FIRE step's reward of 3 is added to the loss's
+    for lives in (3, 2, 1):
+        expected += [(3.0, False, lives, False)] * 5
+        expected.append((6.0, True, lives - 1, False) if lives > 1 else (3.0, False, 0, True))
+    assert steps == expected
+    assert obs[0, 0] == 21 and not truncated
+    # the end of the game in the FIRE step itself is reported: a truncation, and a game over
+    env = D.FireOnStart(Frames(life_every=7, limit=8))
+    env.reset(seed=0)
+    for _ in range(6):
+        _, reward, terminated, truncated, _ = env.step(0)
+    assert truncated and not terminated and reward == 6.0
+    env = D.LifeLoss(D.FireOnStart(Frames(life_every=1, lives=3)))
+    env.reset(seed=0)  # the FIRE at reset already cost a life
+    _, reward, terminated, truncated, info = env.step(0)
+    assert terminated and not truncated and reward == 6.0 and info["lives"] == 0 and not info["life_lost"]
+
+
+def test_fire_on_start_is_used_in_games_that_need_it_inside_life_loss():
+    assert isinstance(D.make_env("BreakoutNoFrameskip-v4", False).env.env.env, D.FireOnStart)
     chain, env = [], D.make_env("ALE/Freeway-v5", False)  # Freeway has no FIRE action
     while hasattr(env, "env"):
         chain.append(type(env))
         env = env.env
-    assert D.FireReset not in chain and D.NoopReset in chain
+    assert D.FireOnStart not in chain and D.NoopReset in chain
+
+
+def test_real_breakout_ends_for_a_policy_that_never_fires():
+    """Without FIRE after a lost life the ball never comes back: NOOP only would play until the time limit
+    (27,000 agent steps). With it, the ball is missed 5 times and the game is over in about 120 steps."""
+    env = D.make_env("BreakoutNoFrameskip-v4", False)
+    env.reset(seed=0)
+    lost = 0
+    for n in range(1, 301):
+        _, _, terminated, truncated, info = env.step(0)
+        lost += info["life_lost"]
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and lost == 4, (n, lost)  # 5 lives
 
 
 def test_life_loss_is_reported_without_ending_or_resetting_the_game():
@@ -248,6 +287,48 @@ def test_td_targets_match_brute_force(double_q):
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
     other = D.td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
     assert not torch.allclose(y, other)  # the two targets differ on this batch
+
+
+class Table(torch.nn.Module):
+    """A stand-in Q-network: row obs[:, -1, 0, 0] (the newest frame's first pixel) of a fixed (S, A) table."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, obs):
+        return self.table[obs[:, -1, 0, 0].long()]
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_dqn_loss_matches_brute_force(loss, double_q):
+    """dqn_loss itself: Q(s, a) and the mean Huber or squared TD error, with terminated transitions."""
+    B, A, gamma = 16, 4, 0.9
+    g = torch.Generator().manual_seed(0)
+    online, target = Table(2 * torch.randn(2 * B, A, generator=g)), Table(2 * torch.randn(2 * B, A, generator=g))
+    obs = torch.randint(0, 256, (B, 4, 84, 84), generator=g, dtype=torch.uint8)
+    next_obs = torch.randint(0, 256, (B, 4, 84, 84), generator=g, dtype=torch.uint8)
+    obs[:, -1, 0, 0], next_obs[:, -1, 0, 0] = torch.arange(B), B + torch.arange(B)  # s_i: row i, s'_i: row B + i
+    actions, rewards = torch.randint(0, A, (B,), generator=g), torch.randint(-1, 2, (B,), generator=g).float()
+    terminated = torch.arange(B) % 3 == 0
+    b = {"obs": obs, "next_obs": next_obs, "actions": actions, "rewards": rewards, "terminated": terminated}
+    td_loss, q_taken = D.dqn_loss(online, target, b, D.Args(loss=loss, double_q=double_q, gamma=gamma))
+
+    q, t = online.table.detach().numpy(), target.table.detach().numpy()
+    actions, rewards, terminated = actions.numpy(), rewards.numpy(), terminated.numpy()
+    want_q = np.array([q[i, actions[i]] for i in range(B)])
+    y = brute_force_targets(rewards, terminated, t[B:], q[B:], gamma, double_q)
+    errors = want_q - np.array(y)
+    huber = [0.5 * e**2 if abs(e) < 1 else abs(e) - 0.5 for e in errors]
+    np.testing.assert_allclose(q_taken.detach().numpy(), want_q, rtol=1e-6)
+    assert td_loss.item() == pytest.approx(np.mean(huber if loss == "huber" else errors**2), rel=1e-5)
+    td_loss.backward()
+    assert target.table.grad is None  # the target is a constant
+    # the batch tells the variants apart: errors on both sides of 1, and on a game that goes on the online
+    # network's a' is not the target network's
+    assert (abs(errors) < 1).any() and (abs(errors) > 1).any()
+    assert (q[B:].argmax(1) != t[B:].argmax(1))[~terminated].any()
 
 
 def test_epsilon_schedule_is_linear_then_flat():
