@@ -20,20 +20,24 @@ happened, when its episode ends; each time it is sampled, with probability k / (
 by one achieved in the same episode: `future` (achieved after a step t' in [t, T)), `final` (at the end) or
 `episode` (after any step), so that k relabelled goals come for each original one, a fresh goal at every
 draw (as in the paper's own code, OpenAI baselines). The reward is recomputed with the environment's
-compute_reward(achieved_goal, new_goal, info); relabelled goals never come from another episode.
-Environments that end an episode on success (BitFlip-v0) also make a relabelled transition terminal where it
-achieves its new goal (reward 0 under the sparse -1/0 reward). With both, a transition's priority is the TD
-error of the goal it was last sampled with.
+compute_reward(achieved_goal, new_goal, info); relabelled goals never come from another episode. Where the
+environment has a vectorised compute_terminated(achieved_goal, new_goal, info) (gymnasium-robotics' GoalEnv
+protocol; BitFlip-v0's says success ends the episode), the termination is recomputed with it too; otherwise
+terminations are taken as independent of the goal and the stored flag is kept. With both, a transition's
+priority is the TD error of the goal it was last sampled with.
 
 Exploration decides how far HER gets: a relabelled goal is only as far from the state as the episode went.
 Epsilon decays over half the run (--exploration-fraction 0.5), so that while the network is still poor,
 random flips carry episodes far from their start and far goals get into the replay; decaying it over the
 first 5% solves 15 bits sooner but never 40 or 50 (benchmarks/README.md).
 
-Stability. With rewards in [-1, 0], every true value lies in [-1/(1 - gamma), 0]; bootstrapped targets
-outside that range are errors feeding on themselves, so the target y is clipped to it (the HER paper clips
-its DDPG targets the same way; --no-target-clip turns it off). What keeps 50-bit runs at their solution,
-and what collapses them, is measured in benchmarks/README.md.
+Stability. With rewards in [r_min, r_max], every true value (a discounted sum of rewards, possibly cut short
+by a termination) lies in [min(0, r_min), max(0, r_max)] / (1 - gamma): [-1/(1 - gamma), 0] for BitFlip-v0;
+bootstrapped targets outside that range are errors feeding on themselves, so in goal environments the target y
+is clipped to it (the HER paper clips its DDPG targets the same way; --no-target-clip turns it off). r_min and
+r_max are the smallest and largest rewards the replay has seen, stored or recomputed by relabelling, not the
+environment's true range: values that only rewards never seen yet could reach are cut until one is seen.
+What keeps 50-bit runs at their solution, and what collapses them, is measured in benchmarks/README.md.
 
 Environments: BitFlip-v0, written and registered here (the HER paper's task: n bits, flip one per step,
 reward -1 until the state equals the goal, then the episode ends; n steps at most; a new random goal each
@@ -70,6 +74,7 @@ TensorBoard keys:
 # 1. Imports
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import os
 import random
@@ -158,7 +163,8 @@ class Args:
     double_q: bool = False
     """Double DQN target: the online network picks a', the target network values it"""
     target_clip: bool = True
-    """clip y to [-1/(1 - gamma), 0], the range of true values with rewards in [-1, 0] (goal environments)"""
+    """goal environments: clip y to [min(0, r_min), max(0, r_max)] / (1 - gamma), the range of true values with
+    rewards in [r_min, r_max], the smallest and largest the replay has seen (BitFlip-v0: [-1/(1 - gamma), 0])"""
     per: bool = False
     """prioritized replay (proportional); off, uniform sampling, by default: with HER it learned 30 bits more
     slowly (success 0.73 against 0.97 at 20k steps) and nowhere faster in benchmarks/README.md"""
@@ -184,7 +190,6 @@ class BitFlipEnv(gym.Env):
     episode, or with fixed_goal is always all ones (Stable-Baselines3's BitFlippingEnv)."""
 
     metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
-    terminate_on_success = True
 
     def __init__(self, n_bits: int = 15, fixed_goal: bool = False, render_mode: str | None = None):
         self.n, self.fixed_goal, self.render_mode = n_bits, fixed_goal, render_mode
@@ -213,12 +218,16 @@ class BitFlipEnv(gym.Env):
         self.state[action] = 1.0 - self.state[action]
         self.t += 1
         reward = float(self.compute_reward(self.state, self.goal, {}))
-        success = reward == 0.0
+        success = bool(self.compute_terminated(self.state, self.goal, {}))
         return self._obs(), reward, success, self.t >= self.n and not success, {"is_success": success}
 
     def compute_reward(self, achieved_goal, desired_goal, info):
         """Vectorised over leading dimensions: 0 where achieved == desired, else -1."""
         return -(achieved_goal != desired_goal).any(-1).astype(np.float32)
+
+    def compute_terminated(self, achieved_goal, desired_goal, info):
+        """Vectorised like compute_reward (gymnasium-robotics' GoalEnv protocol): success ends the episode."""
+        return (achieved_goal == desired_goal).all(-1)
 
 
 gym.register("BitFlip-v0", entry_point=BitFlipEnv)
@@ -232,8 +241,10 @@ def is_goal_env(env: gym.Env) -> bool:
 
 
 def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
-    kwargs = {"n_bits": n_bits} if gym.spec(env_id).entry_point is BitFlipEnv else {}
-    return gym.make(env_id, render_mode="rgb_array" if render else None, **kwargs)
+    kwargs = {"n_bits": n_bits} if gym.spec(env_id.rpartition(":")[2]).entry_point is BitFlipEnv else {}
+    if render:  # only then: an environment without a renderer may take no render_mode at all
+        kwargs["render_mode"] = "rgb_array"
+    return gym.make(env_id, **kwargs)
 
 
 def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:
@@ -285,7 +296,8 @@ class ReplayMemory:
     """A ring of transitions (x, a, r, terminated, x') with x the network's input; with prioritized=True also a
     sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far. For HER (goal_dim > 0
     and `hindsight` set), whole episodes are added in order, with the goal achieved at each x', and the last
-    goal_dim entries of x and x' (the goal) are relabelled when sampled."""
+    goal_dim entries of x and x' (the goal) are relabelled when sampled. r_min and r_max are the smallest and
+    largest rewards it has seen, stored or recomputed by relabelling: they bound the TD targets."""
 
     ARRAYS = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
 
@@ -300,7 +312,8 @@ class ReplayMemory:
         self.next_achieved = np.zeros((capacity, goal_dim), np.float32)  # HER: the goal achieved at x'
         self.episode_start = np.zeros(capacity, np.int64)  # HER: ring positions of the first and last
         self.episode_end = np.zeros(capacity, np.int64)  # transitions of each transition's episode
-        self.hindsight = None  # HER: (strategy, k, compute_reward, terminate_on_success)
+        self.hindsight = None  # HER: (strategy, k, compute_reward, compute_terminated or None)
+        self.r_min, self.r_max = float("inf"), float("-inf")
         self.pos, self.size = 0, 0
         self.tree = SumTree(capacity) if prioritized else None
         self.max_priority = 1.0
@@ -314,6 +327,7 @@ class ReplayMemory:
         idx = (self.pos + np.arange(len(actions))) % self.capacity
         self.x[idx], self.actions[idx], self.rewards[idx] = x, actions, rewards
         self.terminated[idx], self.next_x[idx] = terminated, next_x
+        self.see_rewards(self.rewards[idx])
         if self.prioritized:
             self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))
         self.pos = int((self.pos + len(actions)) % self.capacity)
@@ -346,8 +360,9 @@ class ReplayMemory:
 
     def relabel(self, b: dict):
         """HER, in place on a sampled batch: with probability k / (k + 1) a transition's goal becomes one its own
-        episode achieved; its reward (and, where success ends an episode, its termination) is recomputed."""
-        strategy, k, compute_reward, terminate_on_success = self.hindsight
+        episode achieved; its reward is recomputed, and its termination too where the environment has
+        compute_terminated (otherwise terminations are taken as independent of the goal: the stored flag stays)."""
+        strategy, k, compute_reward, compute_terminated = self.hindsight
         b["relabelled"] = self.rng.random(len(b["idx"])) < k / (k + 1)
         rows = np.flatnonzero(b["relabelled"])
         t = b["idx"][rows]
@@ -356,8 +371,13 @@ class ReplayMemory:
         b["x"][rows, -goals.shape[1] :] = goals
         b["next_x"][rows, -goals.shape[1] :] = goals
         b["rewards"][rows] = compute_reward(self.next_achieved[t], goals, {})
-        if terminate_on_success:
-            b["terminated"][rows] = b["rewards"][rows] == 0
+        self.see_rewards(b["rewards"][rows])
+        if compute_terminated is not None:
+            b["terminated"][rows] = compute_terminated(self.next_achieved[t], goals, {})
+
+    def see_rewards(self, rewards: np.ndarray):
+        if len(rewards):
+            self.r_min, self.r_max = min(self.r_min, float(rewards.min())), max(self.r_max, float(rewards.max()))
 
     def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray):
         priorities = np.abs(td_errors) + self.eps
@@ -368,7 +388,7 @@ class ReplayMemory:
         state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in self.ARRAYS}
         return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
                 "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
-                "rng": self.rng.bit_generator.state}  # fmt: skip
+                "rng": self.rng.bit_generator.state, "r_min": self.r_min, "r_max": self.r_max}  # fmt: skip
 
     def load_state_dict(self, state: dict):
         for k in self.ARRAYS:
@@ -379,6 +399,7 @@ class ReplayMemory:
         elif self.tree is not None:  # saved without priorities: every stored transition at priority 1
             self.tree.update(np.arange(self.size), np.ones(self.size))
         self.rng.bit_generator.state = state["rng"]
+        self.r_min, self.r_max = state["r_min"], state["r_max"]
 
 
 def her_goal_positions(t, start, end, strategy: str, capacity: int, rng: np.random.Generator) -> np.ndarray:
@@ -426,16 +447,26 @@ def importance_weights(probabilities: np.ndarray, n: int, beta: float) -> np.nda
     return (w / w.max()).astype(np.float32)
 
 
-def dqn_loss(q_network, target_network, b: dict, args: Args, clip_target: bool, device):
-    """Weighted Huber TD loss of minibatch b, Q_theta(x, a) (B,) and the TD errors y - Q (B,). clip_target: y
-    into [-1/(1 - gamma), 0] (goal environments, rewards in [-1, 0])."""
+def target_bounds(r_min: float, r_max: float, gamma: float) -> tuple[float, float]:
+    """The range of true values when every reward lies in [r_min, r_max]: a discounted sum of such rewards,
+    possibly cut short by a termination (zero reward after it), lies in [min(0, r_min), max(0, r_max)] / (1 - gamma);
+    with gamma = 1 a side is unbounded unless its rewards are 0."""
+    lo, hi = min(0.0, r_min), max(0.0, r_max)
+    if gamma < 1:
+        return lo / (1.0 - gamma), hi / (1.0 - gamma)
+    return -float("inf") if lo < 0 else 0.0, float("inf") if hi > 0 else 0.0
+
+
+def dqn_loss(q_network, target_network, b: dict, args: Args, bounds: tuple[float, float] | None, device):
+    """Weighted Huber TD loss of minibatch b, Q_theta(x, a) (B,) and the TD errors y - Q (B,). bounds: clip y
+    into [low, high] (target_bounds), or None."""
     x, next_x = torch.as_tensor(b["x"], device=device), torch.as_tensor(b["next_x"], device=device)
     rewards, terminated = torch.as_tensor(b["rewards"], device=device), torch.as_tensor(b["terminated"], device=device)
     with torch.no_grad():
         next_q_online = q_network(next_x) if args.double_q else None
         y = td_target(rewards, terminated, target_network(next_x), next_q_online, args.gamma, args.double_q)
-        if clip_target:
-            y = y.clamp(-1.0 / (1.0 - args.gamma) if args.gamma < 1 else -float("inf"), 0.0)
+        if bounds is not None:
+            y = y.clamp(*bounds)
     q_taken = q_network(x).gather(1, torch.as_tensor(b["actions"], device=device).unsqueeze(1)).squeeze(1)
     weights = torch.as_tensor(b["weights"], device=device)
     td_loss = (weights * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()
@@ -446,6 +477,19 @@ def fail(flag: str, message: str):
     """Bad input: one line naming the flag, exit status 2, no traceback."""
     print(f"error: {flag}: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_env_id(env_id: str):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
@@ -467,7 +511,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
         if not value > 0 or (flag == "--tau" and value > 1):
             fail(flag, f"must be {'in (0, 1]' if flag == '--tau' else 'positive'}, got {value}")
     for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
+                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
     if args.batch_size > args.buffer_size:
@@ -479,12 +523,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
-    if args.env_id not in gym.registry:
-        close = difflib.get_close_matches(args.env_id, list(gym.registry), n=3)
-        fail(
-            "--env-id",
-            f"unknown environment {args.env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
-        )
+    check_env_id(args.env_id)
     try:
         env = make_env(args.env_id, args.n_bits)
     except (gym.error.Error, ImportError) as e:
@@ -508,7 +547,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
             with make_env(args.env_id, args.n_bits, render=True) as video_env:
                 video_env.reset(seed=0)
                 video_env.render()
-        except gym.error.DependencyNotInstalled as e:
+        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
             fail("--capture-video", f"{args.env_id} cannot render: {e}")
     spaces = env.observation_space, env.action_space
     env.close()
@@ -569,17 +608,61 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, script: str) -> dict:
+    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+    if not os.path.isfile(path):
+        fail("--resume", f"no checkpoint file at {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(
+            "--resume",
+            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
+        )
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
+        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
+    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
+    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
 def main(args: Args) -> dict:
     # 7. Setup
     checkpoint = None
     if args.resume is not None:
-        if not os.path.isfile(args.resume):
-            fail("--resume", f"no checkpoint file at {args.resume!r}")
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
-        keep = ("total_timesteps", "checkpoint_every", "resume", "cuda", "progress", "save_model", "eval_episodes",
-                "capture_video")  # fmt: skip
-        saved = {k: v for k, v in checkpoint["args"].items() if k in Args.__dataclass_fields__ and k not in keep}
-        args = dataclasses.replace(args, **saved)
+        checkpoint = load_checkpoint(args.resume, "dqn_per_her.py")
+        args = resume_args(args, checkpoint["args"])
     obs_space, action_space, goal_env = validate(args)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     if args.torch_threads > 0:
@@ -597,7 +680,9 @@ def main(args: Args) -> dict:
     goal_dim = obs_space["desired_goal"].shape[-1] if args.her else 0
     replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed, goal_dim)
     global_step, num_updates = 0, 0
+    schedule_timesteps = args.total_timesteps  # epsilon and beta follow the run's first length
     if checkpoint is not None:
+        schedule_timesteps = checkpoint["schedule_timesteps"]
         q_network.load_state_dict(checkpoint["q_network"])
         target_network.load_state_dict(checkpoint["target_network"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -606,6 +691,13 @@ def main(args: Args) -> dict:
         random.setstate(checkpoint["rng"]["python"])
         np.random.set_state(checkpoint["rng"]["numpy"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        say_where_resumed(
+            global_step,
+            args.total_timesteps,
+            checkpoint["args"]["total_timesteps"],
+            f"epsilon and beta keep their schedules, {args.end_e} from step "
+            f"{int(args.exploration_fraction * schedule_timesteps)} and 1 from {schedule_timesteps} on",
+        )
         del checkpoint
     else:
         unix_time = int(time.time())
@@ -620,8 +712,7 @@ def main(args: Args) -> dict:
     E = args.num_envs
     if args.her:
         env = envs.envs[0].unwrapped
-        replay.hindsight = (args.her_strategy, args.her_k, env.compute_reward,
-                            getattr(env, "terminate_on_success", False))  # fmt: skip
+        replay.hindsight = (args.her_strategy, args.her_k, env.compute_reward, getattr(env, "compute_terminated", None))
     episodes = [[] for _ in range(E)]  # HER: the transitions of each environment's episode in progress
     stop = {"signal": None}
 
@@ -635,7 +726,8 @@ def main(args: Args) -> dict:
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
                          "target_network": target_network.state_dict(), "global_step": global_step,
-                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng, "replay": replay.state_dict()},
+                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng, "replay": replay.state_dict(),
+                         "script": "dqn_per_her.py", "schedule_timesteps": schedule_timesteps},
                         os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
 
     def store_episode(episode: list):
@@ -653,7 +745,7 @@ def main(args: Args) -> dict:
     envs.action_space.seed(args.seed + global_step)
     x = network_input(obs)
     next_checkpoint = global_step + args.checkpoint_every
-    explore_steps = int(args.exploration_fraction * args.total_timesteps)
+    explore_steps = int(args.exploration_fraction * schedule_timesteps)
     while global_step < args.total_timesteps:
         # ACT
         epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)
@@ -701,12 +793,12 @@ def main(args: Args) -> dict:
 
         # LEARN
         if len(replay) >= args.learning_starts:
-            beta = linear_schedule(args.per_beta0, 1.0, args.total_timesteps, global_step)
+            beta = linear_schedule(args.per_beta0, 1.0, schedule_timesteps, global_step)
             for _ in range(global_step // args.train_frequency - (global_step - E) // args.train_frequency):
                 b = replay.sample(args.batch_size, beta)
-                td_loss, q_taken, td_errors = dqn_loss(
-                    q_network, target_network, b, args, args.target_clip and goal_env, device
-                )
+                clip = args.target_clip and goal_env  # bounds after sampling: they count the relabelled rewards
+                bounds = target_bounds(replay.r_min, replay.r_max, args.gamma) if clip else None
+                td_loss, q_taken, td_errors = dqn_loss(q_network, target_network, b, args, bounds, device)
                 optimizer.zero_grad()
                 td_loss.backward()
                 optimizer.step()

@@ -52,7 +52,7 @@ def main():
             t0 = time.perf_counter()
             b = replay.sample(args.batch_size, 0.5)
             t_sample += time.perf_counter() - t0
-            loss, _, td = H.dqn_loss(q, target, b, run_args, True, "cpu")
+            loss, _, td = H.dqn_loss(q, target, b, run_args, H.target_bounds(-1.0, 0.0, run_args.gamma), "cpu")
             opt.zero_grad()
             loss.backward()
             opt.step()

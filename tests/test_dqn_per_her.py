@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import scalars
+from conftest import CLOCK_LIMIT, scalars
 
 import dqn_per_her as H
 
@@ -79,6 +79,112 @@ def test_sampled_priorities_are_updated_and_new_transitions_get_the_largest():
     assert leaf[10] == pytest.approx(max(1.0, 5.01) ** 0.6)
 
 
+def test_the_loop_updates_priorities_and_passes_importance_weights_to_the_loss(in_tmp, monkeypatch):
+    weights, dqn_loss = [], H.dqn_loss
+
+    def spy(q_network, target_network, b, *rest):
+        weights.append(b["weights"].copy())
+        return dqn_loss(q_network, target_network, b, *rest)
+
+    monkeypatch.setattr(H, "dqn_loss", spy)
+    args = H.Args(n_bits=5, per=True, total_timesteps=600, learning_starts=128, progress=False, eval_episodes=0)
+    result = H.main(args)
+    replay = result["replay"]
+    leaves = replay.tree.nodes[replay.tree.size : replay.tree.size + len(replay)]
+    assert len(np.unique(leaves)) > len(leaves) / 2 and replay.max_priority > 1.0  # TD errors, not 1 each
+    assert len(weights) == result["num_updates"] > 400
+    assert np.mean([w.min() < 0.99 for w in weights]) > 0.9  # beta < 1 and unequal priorities: unequal weights
+
+
+# Targets and losses
+def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q):
+    out = []
+    for i in range(len(rewards)):
+        if terminated[i]:
+            out.append(float(rewards[i]))
+            continue
+        a = int(np.argmax(q_online[i])) if double_q else int(np.argmax(q_target[i]))
+        out.append(float(rewards[i] + gamma * q_target[i][a]))
+    return out
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_td_targets_match_brute_force(double_q):
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randint(-1, 2, (64,), generator=g).float()
+    terminated = torch.rand(64, generator=g) < 0.3
+    q_target, q_online = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g)
+    y = H.td_target(rewards, terminated, q_target, q_online, 0.97, double_q)
+    want = brute_force_targets(rewards.numpy(), terminated.numpy(), q_target.numpy(), q_online.numpy(), 0.97, double_q)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
+    other = H.td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
+    assert not torch.allclose(y, other)  # the two targets differ on this batch
+
+
+def test_target_bounds_hold_every_discounted_return_of_the_rewards_seen():
+    assert H.target_bounds(-1.0, 0.0, 0.98) == pytest.approx((-50.0, 0.0))  # BitFlip-v0
+    assert H.target_bounds(0.0, 1.0, 0.9) == pytest.approx((0.0, 10.0))
+    assert H.target_bounds(0.5, 2.0, 0.5) == pytest.approx((0.0, 4.0))  # an episode may end at once: 0 is in
+    assert H.target_bounds(-1.0, 0.0, 1.0) == (-float("inf"), 0.0)
+    assert H.target_bounds(0.0, 1.0, 1.0) == (0.0, float("inf"))
+    rng = np.random.default_rng(0)
+    for r_min, r_max in [(-1.0, 0.0), (0.0, 1.0), (-2.0, 3.0), (0.5, 2.0), (-3.0, -1.0)]:
+        low, high = H.target_bounds(r_min, r_max, 0.8)
+        episodes = [rng.uniform(r_min, r_max, rng.integers(0, 60)) for _ in range(300)]
+        episodes += [np.zeros(0), np.full(80, r_min), np.full(80, r_max)]  # the extremes: ended at once, or never
+        returns = [float(np.sum(rewards * 0.8 ** np.arange(len(rewards)))) for rewards in episodes]
+        assert low - 1e-9 <= min(returns) and max(returns) <= high + 1e-9
+        assert (min(returns), max(returns)) == pytest.approx((low, high), abs=1e-6)  # and no wider than needed
+
+
+def linear_q(rng, in_dim: int, n_actions: int) -> torch.nn.Linear:
+    """A fixed network Q(x) = W x + c with known weights."""
+    net = torch.nn.Linear(in_dim, n_actions)
+    with torch.no_grad():
+        net.weight.copy_(torch.as_tensor(rng.normal(size=(n_actions, in_dim)) * 2))
+        net.bias.copy_(torch.as_tensor(rng.normal(size=n_actions)))
+    return net
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+@pytest.mark.parametrize("bounds", [None, (-2.0, 0.5)])
+def test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets(double_q, bounds):
+    rng = np.random.default_rng(0)
+    q_network, target_network = linear_q(rng, 2, 3), linear_q(rng, 2, 3)
+    B, gamma = 32, 0.9
+    x, next_x = rng.normal(size=(B, 2)).astype(np.float32), rng.normal(size=(B, 2)).astype(np.float32)
+    rewards, weights = rng.choice([-1.0, 0.0, 1.0], B).astype(np.float32), rng.uniform(0.1, 1, B).astype(np.float32)
+    b = {"x": x, "next_x": next_x, "actions": rng.integers(0, 3, B), "rewards": rewards}
+    b |= {"terminated": rng.random(B) < 0.3, "weights": weights}  # importance weights far from uniform
+    args = H.Args(gamma=gamma, double_q=double_q)
+    td_loss, q_taken, td_errors = H.dqn_loss(q_network, target_network, b, args, bounds, "cpu")
+
+    def q(net, x):  # the network by hand, as numpy: W x + c
+        return net.weight.detach().numpy() @ x + net.bias.detach().numpy()
+
+    losses, errors, taken, clipped = [], [], [], 0
+    for i in range(B):
+        picker = q_network if double_q else target_network
+        a_next = int(np.argmax(q(picker, b["next_x"][i])))
+        y = b["rewards"][i] + (0.0 if b["terminated"][i] else gamma * q(target_network, b["next_x"][i])[a_next])
+        if bounds is not None:
+            clipped += not bounds[0] <= y <= bounds[1]
+            y = min(max(y, bounds[0]), bounds[1])
+        taken.append(q(q_network, b["x"][i])[b["actions"][i]])
+        delta = y - taken[-1]
+        errors.append(delta)
+        losses.append(b["weights"][i] * (0.5 * delta**2 if abs(delta) < 1 else abs(delta) - 0.5))
+    assert td_loss.item() == pytest.approx(np.mean(losses), rel=1e-5)
+    np.testing.assert_allclose(td_errors.numpy(), errors, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q_taken.detach().numpy(), taken, rtol=1e-5, atol=1e-6)
+    # the batch exercises every part: both Huber branches, clipped targets, and weights and double_q that matter
+    assert min(map(abs, errors)) < 1 < max(map(abs, errors)) and (bounds is None or 0 < clipped < B)
+    unweighted = H.dqn_loss(q_network, target_network, dict(b, weights=np.ones(B, np.float32)), args, bounds, "cpu")
+    assert unweighted[0].item() != pytest.approx(td_loss.item(), rel=1e-3)
+    other = H.Args(gamma=gamma, double_q=not double_q)
+    assert not torch.allclose(H.dqn_loss(q_network, target_network, b, other, bounds, "cpu")[2], td_errors)
+
+
 # Hindsight relabelling
 @pytest.mark.parametrize("strategy", ["future", "final", "episode"])
 def test_relabelled_goal_positions_stay_in_the_episode_and_wrap_around_the_ring(strategy):
@@ -140,7 +246,7 @@ def test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_lat
 def test_relabelling_never_crosses_into_the_episode_that_overwrote_part_of_its_own(in_tmp):
     rng = np.random.default_rng(0)
     replay = H.ReplayMemory(20, 8, prioritized=False, alpha=0.6, eps=1e-6, seed=0, goal_dim=4)
-    replay.hindsight = ("episode", 1_000_000, H.BitFlipEnv(4).compute_reward, False)
+    replay.hindsight = ("episode", 1_000_000, H.BitFlipEnv(4).compute_reward, None)
     owner = fill_with_episodes(replay, [7, 9, 8], 4, rng)  # 24 steps in a ring of 20: the 3rd wraps around
     owner = owner[20:] + owner[4:20]  # what each ring position holds now: episode 0 lost its first 4 steps
     assert replay.episode_start[4] == 4 and replay.episode_end[4] == 6
@@ -149,6 +255,20 @@ def test_relabelling_never_crosses_into_the_episode_that_overwrote_part_of_its_o
         for t, goal in zip(b["idx"], b["x"][:, 4:], strict=True):
             same = [p for p in range(20) if owner[p][0] == owner[t][0]]
             assert any((replay.next_achieved[same] == goal).all(1))
+
+
+def test_replay_tracks_the_smallest_and_largest_reward_stored_or_relabelled_and_keeps_them_on_resume():
+    env = H.BitFlipEnv(4)
+    replay = H.ReplayMemory(20, 8, prioritized=False, alpha=0.6, eps=1e-6, seed=0, goal_dim=4)
+    replay.hindsight = ("future", 4, env.compute_reward, env.compute_terminated)
+    fill_with_episodes(replay, [7, 9], 4, np.random.default_rng(0))  # every stored reward is -1
+    assert (replay.r_min, replay.r_max) == (-1.0, -1.0)
+    replay.sample(64, beta=1.0)  # relabelled goals reached: reward 0
+    assert (replay.r_min, replay.r_max) == (-1.0, 0.0)
+    replay.add(np.zeros((1, 8)), [0], [2.5], [False], np.zeros((1, 8)), np.zeros((1, 4)))
+    resumed = H.ReplayMemory(20, 8, prioritized=False, alpha=0.6, eps=1e-6, seed=1, goal_dim=4)
+    resumed.load_state_dict(replay.state_dict())
+    assert (resumed.r_min, resumed.r_max) == (-1.0, 2.5)
 
 
 def test_bit_flip_environment_rewards_termination_and_truncation():
@@ -184,7 +304,7 @@ def test_fixed_goal_bit_flip_always_aims_at_all_ones_and_takes_n_bits():
 
 class LineGoalEnv(gym.Env):
     """A goal environment unlike bit flipping: a point on a line, observation (position, time left), a 1-D
-    goal, reward 0 within 0.5 of it, no end at the goal (terminate_on_success is not set), 8 steps."""
+    goal, reward 0 within 0.5 of it, no end at the goal (no compute_terminated: the stored flags stay), 8 steps."""
 
     def __init__(self, render_mode=None):
         self.observation_space = gym.spaces.Dict({"observation": gym.spaces.Box(-9.0, 9.0, (2,)),
@@ -223,6 +343,60 @@ def test_her_runs_on_another_goal_environment_with_its_own_reward_and_no_end_at_
     np.testing.assert_array_equal(b["rewards"], env.compute_reward(replay.next_achieved[b["idx"]], b["x"][:, 2:], {}))
     assert (b["rewards"] == 0).any() and not b["terminated"].any()  # relabelled successes, yet no episode ends there
     assert len(result["eval_returns"]) == 2
+
+
+class ReachGoalEnv(gym.Env):
+    """A goal environment with rewards of the other sign: a point between walls at -5 and 5, a goal at -4 or 4,
+    reward 1 on reaching it (within 0.5), else 0, and reaching it ends the episode (compute_terminated); 8 steps.
+    A random policy succeeds in about 1 episode in 10; walking one way, in 1 in 2."""
+
+    def __init__(self, render_mode=None):
+        box = gym.spaces.Box(-5.0, 5.0, (1,))
+        self.observation_space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+        self.action_space = gym.spaces.Discrete(3)  # left, stay, right
+
+    def _obs(self):
+        position, goal = np.array([self.x], np.float32), np.array([self.goal], np.float32)
+        return {"observation": position, "achieved_goal": position.copy(), "desired_goal": goal}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t, self.goal = 0.0, 0, float(self.np_random.choice([-4.0, 4.0]))
+        return self._obs(), {}
+
+    def step(self, action):
+        self.x, self.t = min(max(self.x + float(action) - 1.0, -5.0), 5.0), self.t + 1
+        success = bool(self.compute_terminated(np.array([self.x]), np.array([self.goal]), {}))
+        return self._obs(), float(success), success, self.t >= 8 and not success, {"is_success": success}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return self.compute_terminated(achieved_goal, desired_goal, info).astype(np.float32)
+
+    def compute_terminated(self, achieved_goal, desired_goal, info):
+        return np.abs(achieved_goal - desired_goal)[..., 0] <= 0.5
+
+
+def test_her_learns_a_goal_environment_with_positive_rewards_that_ends_at_the_goal(in_tmp, monkeypatch):
+    if "ReachGoal-v0" not in gym.registry:
+        gym.register("ReachGoal-v0", entry_point=ReachGoalEnv)
+    bounds, dqn_loss = [], H.dqn_loss
+
+    def spy(q_network, target_network, b, args, clip, device):
+        bounds.append(clip)
+        return dqn_loss(q_network, target_network, b, args, clip, device)
+
+    monkeypatch.setattr(H, "dqn_loss", spy)
+    args = {"gamma": 0.9, "total_timesteps": 1500, "learning_starts": 128, "batch_size": 64, "eval_episodes": 20}
+    result = H.main(H.Args(env_id="ReachGoal-v0", progress=False, **args))
+    replay, env = result["replay"], ReachGoalEnv()
+    assert (replay.r_min, replay.r_max) == (0.0, 1.0) and bounds[-1] == pytest.approx((0.0, 10.0))  # 1 / (1 - gamma)
+    b = replay.sample(512, beta=0.4)
+    achieved, goals = replay.next_achieved[b["idx"]], b["x"][:, 1:]
+    np.testing.assert_array_equal(b["rewards"], env.compute_reward(achieved, goals, {}))
+    np.testing.assert_array_equal(b["terminated"], env.compute_terminated(achieved, goals, {}))
+    assert (b["terminated"] & ~replay.terminated[b["idx"]]).any()  # relabelled successes end there, as stored did not
+    # learned: far above a random policy (about 0.1) and one that always walks the same way (0.5)
+    assert success_rate(result, last=50) >= 0.8 and np.mean(result["eval_successes"]) >= 0.9
 
 
 def test_her_on_a_non_goal_environment_is_a_clear_error(in_tmp, capsys):
@@ -264,12 +438,15 @@ def success_rate(result, last=100):
     return float(np.mean(result["successes"][-last:]))
 
 
-def test_her_solves_10_bits_and_plain_dqn_fails_at_20_within_the_same_budget(in_tmp):
+def test_her_solves_10_bits_where_plain_dqn_fails_and_plain_dqn_solves_3_bits(in_tmp):
     budget = {"total_timesteps": 3000, "progress": False, "eval_episodes": 0}
     her = H.main(H.Args(n_bits=10, **budget))
     assert success_rate(her) >= 0.9
-    plain = H.main(H.Args(n_bits=20, her=False, **budget))
+    plain = H.main(H.Args(n_bits=10, her=False, **budget))
     assert success_rate(plain) < 0.1
+    # plain DQN works where rewards come often enough: 3 bits, where a random policy succeeds 1 time in 3
+    small = H.main(H.Args(n_bits=3, her=False, **{**budget, "total_timesteps": 1000, "eval_episodes": 100}))
+    assert success_rate(small) >= 0.9 and np.mean(small["eval_successes"]) >= 0.98  # greedy: every episode
 
 
 def test_per_on_cartpole_trains(in_tmp):
@@ -278,3 +455,31 @@ def test_per_on_cartpole_trains(in_tmp):
                            eval_episodes=5, progress=False))  # fmt: skip
     # random play scores about 22; this run's last 20 training episodes average about 220, its greedy policy 120
     assert np.mean(result["episodic_returns"][-20:]) > 100 and np.mean(result["eval_returns"]) > 60
+
+
+@pytest.mark.parametrize("env_id", ["ClockTruncated-v0", "ClockEndsAtLimit-v0"])
+def test_plain_replay_stores_the_true_final_observation_and_the_termination_flag(env_id, in_tmp):
+    """--no-her on Clock (tests/conftest.py): an episode's last transition leads to its true final observation
+    [5] (the environment hands back the next episode's [0] in its place), terminated only where the environment
+    terminated: a time limit is bootstrapped from [5], a termination is not bootstrapped at all."""
+    result = H.main(
+        H.Args(
+            env_id=env_id,
+            her=False,
+            num_envs=2,
+            total_timesteps=60,
+            learning_starts=40,
+            batch_size=8,
+            progress=False,
+            eval_episodes=0,
+        )
+    )
+    replay = result["replay"]
+    x, next_x, terminated = (
+        replay.x[: len(replay), 0],
+        replay.next_x[: len(replay), 0],
+        replay.terminated[: len(replay)],
+    )
+    assert len(replay) == 60
+    np.testing.assert_array_equal(next_x, x + 1)  # every transition, the last of each episode included
+    np.testing.assert_array_equal(terminated, (next_x == CLOCK_LIMIT) & (env_id == "ClockEndsAtLimit-v0"))
