@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ SCRIPTS = {
         ],
         "bad": [
             (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--seed", "-1"], "--seed"),
             (["--num-envs", "-1"], "--num-envs"),
             (["--num-steps", "0"], "--num-steps"),
             (["--total-timesteps", "100", "--num-envs", "4", "--num-steps", "64"], "--total-timesteps"),
@@ -53,6 +55,7 @@ SCRIPTS = {
         ],
         "bad": [
             (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--seed", "-1"], "--seed"),
             (["--num-envs", "0"], "--num-envs"),
             (["--total-timesteps", "100", "--num-envs", "16", "--num-steps", "8"], "--total-timesteps"),
             (["--gae-lambda", "1.5"], "--gae-lambda"),
@@ -84,6 +87,7 @@ SCRIPTS = {
         ],
         "bad": [
             (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--seed", "-1"], "--seed"),
             (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "32"], "--batch-size"),
             (["--learning-starts", "16"], "--learning-starts"),
             (["--learning-starts", "2000000"], "--learning-starts"),
@@ -110,6 +114,7 @@ SCRIPTS = {
         ],
         "bad": [
             (["--total-timesteps", "0"], "--total-timesteps"),
+            (["--seed", "-1"], "--seed"),
             (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "32"], "--batch-size"),
             (["--learning-starts", "16"], "--learning-starts"),
             (["--per-alpha", "1.5"], "--per-alpha"),
@@ -234,3 +239,179 @@ def test_progress_lines_when_not_a_terminal(script, in_tmp, capsys):
     assert lines and re.search(r"step \d+/\d+ \| \d+ SPS \| ETA \d+s", lines[-1])
     load(script).main(tiny_args(script, progress=False, eval_episodes=0))
     assert "SPS" not in capsys.readouterr().out
+
+
+# Resume: the three scripts that checkpoint. Each a tiny run whose schedule (epsilon, or the annealed learning
+# rate) spans the whole run, so that a schedule stretched over another length shows.
+RESUMABLE = {
+    "actor_critic_gae.py": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 8, "anneal_lr": True},
+    "dqn_atari.py": {
+        "total_timesteps": 800,
+        "buffer_size": 800,
+        "learning_starts": 300,
+        "exploration_fraction": 1.0,
+        "batch_size": 8,
+        "train_frequency": 16,
+    },
+    "dqn_per_her.py": {
+        "total_timesteps": 1600,
+        "env_id": "CartPole-v1",
+        "her": False,
+        "learning_starts": 500,
+        "exploration_fraction": 1.0,
+    },
+}
+
+
+def schedule_errors(script: str, module, run_dir: str, args, resumed_at: int) -> list:
+    """Logged schedule values after the resume step that differ from the run's own schedule, fixed by its first
+    length (args.total_timesteps): epsilon for the DQN scripts, the annealed learning rate for A2C (which, given a
+    new length, falls linearly from its value at the resume to 0 at the new end)."""
+    logged = scalars(run_dir)
+    errors = []
+    if script == "actor_critic_gae.py":
+        batch, total = args.num_envs * args.num_steps, args.total_timesteps
+        u0 = resumed_at // batch
+        lr0 = args.learning_rate * (1 - u0 / (total // batch))
+        for step, lr in logged["charts/learning_rate"]:
+            u = step // batch - 1  # logged after update u
+            if u >= u0:
+                new_total = max(s for s, _ in logged["charts/learning_rate"]) // batch
+                want = lr0 * (1 - (u - u0) / (new_total - u0))
+                if abs(lr - want) > 1e-7:
+                    errors.append((step, lr, want))
+    else:
+        explore = int(args.exploration_fraction * args.total_timesteps)
+        for step, epsilon in logged["charts/epsilon"]:
+            want = module.linear_schedule(args.start_e, args.end_e, explore, step - args.num_envs)  # acted before
+            if step > resumed_at and abs(epsilon - want) > 1e-6:
+                errors.append((step, epsilon, want))
+    return errors
+
+
+@pytest.mark.parametrize("script", list(RESUMABLE))
+def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
+    """Stopped half-way (SIGTERM), then resumed with --resume alone: the run goes on to its own length, not the
+    default's, with its schedules where they were. Given a longer --total-timesteps on purpose, it extends the
+    run and says so, its schedules without a jump; given the step it is at, it says it is at its end and trains
+    nothing."""
+    module = load(script)
+    args = tiny_args(script, **RESUMABLE[script], eval_episodes=0)
+    real_update, limit = module.ProgressReport.update, {"step": args.total_timesteps, "stop_at": None}
+
+    def update(self, step, sps, recent):
+        assert step <= limit["step"], f"the resumed run went past its length: step {step}"
+        if limit["stop_at"] is not None and step >= limit["stop_at"]:
+            limit["stop_at"] = None
+            signal.raise_signal(signal.SIGTERM)  # the script's handler: finish the step, checkpoint, stop
+        real_update(self, step, sps, recent)
+
+    monkeypatch.setattr(module.ProgressReport, "update", update)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        limit["stop_at"] = args.total_timesteps // 2
+        first = module.main(args)
+        path = os.path.join(first["run_dir"], "checkpoint.pt")
+        stopped_at = first["global_step"]
+        assert first["interrupted"] and stopped_at < args.total_timesteps
+        capsys.readouterr()
+
+        resumed = module.main(module.Args(resume=path, progress=False, cuda=False, eval_episodes=0))
+        assert resumed["run_dir"] == first["run_dir"] and resumed["global_step"] == args.total_timesteps
+        assert f"resume: step {stopped_at} of {args.total_timesteps}" in capsys.readouterr().out
+        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at)
+
+        at_end = module.main(
+            module.Args(resume=path, total_timesteps=stopped_at, progress=False, cuda=False, eval_episodes=0)
+        )
+        assert at_end["global_step"] == stopped_at and "already the end" in capsys.readouterr().out
+
+        limit["step"] = 2 * args.total_timesteps
+        extended = module.main(
+            module.Args(
+                resume=path, total_timesteps=2 * args.total_timesteps, progress=False, cuda=False, eval_episodes=0
+            )
+        )
+        assert extended["global_step"] == 2 * args.total_timesteps
+        assert "changes the run's length" in capsys.readouterr().out
+        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+
+
+def bad_checkpoints(folder, script: str) -> dict:
+    """Files that --resume must refuse: name -> path."""
+    other = next(s for s in RESUMABLE if s != script)
+    good = {"script": script, "args": {}, "global_step": 1}
+    torch.save(good, folder / "whole.pt")
+    data = (folder / "whole.pt").read_bytes()
+    files = {"truncated": data[: len(data) // 2], "corrupt": bytes(range(256)) * 8, "text": b"not a checkpoint\n"}
+    for name, content in files.items():
+        (folder / f"{name}.pt").write_bytes(content)
+    torch.save({"q_network": {}, "global_step": 5}, folder / "not-a-checkpoint.pt")
+    torch.save({**good, "script": other}, folder / "other-script.pt")
+    (folder / "whole.pt").unlink()
+    return {name: folder / f"{name}.pt" for name in [*files, "not-a-checkpoint", "other-script"]}
+
+
+@pytest.mark.parametrize("script", list(RESUMABLE))
+def test_resume_refuses_a_bad_file_in_one_line_and_changes_nothing(script, in_tmp, capsys):
+    module = load(script)
+    files = bad_checkpoints(in_tmp, script)
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in in_tmp.rglob("*")}
+    for name, path in files.items():
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(module.Args(resume=str(path), progress=False, cuda=False))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --resume: "), (name, err)
+        assert f"valid: a checkpoint.pt of {script}" in err[0], err
+        if name == "other-script":
+            assert next(s for s in RESUMABLE if s != script) in err[0]
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in in_tmp.rglob("*")} == before  # nothing written
+    result = run_script(script, "--resume", str(files["truncated"]), cwd=in_tmp)  # as a user meets it: no traceback
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--resume" in result.stderr
+
+
+USER_ENV = """
+import gymnasium as gym
+import numpy as np
+
+
+class NoRender(gym.Env):
+    # a user's own environment: its constructor takes no render_mode
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.full(2, 0.5 * action, np.float32), float(action), False, False, {}
+
+
+gym.register("NoRender-v0", entry_point=NoRender, max_episode_steps=10)
+"""
+USER_ENV_FLAGS = {
+    "reinforce.py": ["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "256"],
+    "actor_critic_gae.py": ["--total-timesteps", "512"],
+    "dqn_per_her.py": ["--no-her", "--total-timesteps", "300", "--learning-starts", "200", "--batch-size", "32"],
+}
+
+
+@pytest.mark.parametrize("script", list(USER_ENV_FLAGS))
+def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_path, monkeypatch):
+    """--env-id mymod:NoRender-v0, gymnasium's form: the module is imported (it registers the id), and an
+    environment whose constructor takes no render_mode trains and evaluates."""
+    (tmp_path / "mymod.py").write_text(USER_ENV)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    flags = ["--env-id", "mymod:NoRender-v0", "--eval-episodes", "1", "--no-progress", *USER_ENV_FLAGS[script]]
+    result = run_script(script, *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"eval: mean return (\d+\.\d) over 1 episodes", result.stdout), result.stdout  # 0 to 10
+    assert [p.name.split("__")[0] for p in (tmp_path / "runs").iterdir()] == ["mymod:NoRender-v0"]
+    missing = run_script(script, "--env-id", "nomod:NoRender-v0", cwd=tmp_path)
+    assert missing.returncode == 2 and "--env-id" in missing.stderr and "nomod" in missing.stderr
