@@ -1,0 +1,645 @@
+"""Mutation check: plant one-line bugs in the scripts, one at a time, and run the tests that should catch them.
+
+Each mutant below replaces one exact piece of a script's text (it must occur exactly once) with a wrong one: a
+bug a careful reviewer could plant in a target, a loss, the loop's bookkeeping, the storage, a wrapper, a
+schedule, distributed averaging or checkpoint and resume. The runner copies the four scripts and tests/ to a
+fresh folder per mutant, applies the change, and runs the mutant's tests with `pytest -x`. A mutant is killed
+when a test fails; the first failing test is recorded. Before any mutant, the same tests must pass on the
+unchanged copy, or the check means nothing.
+
+    python benchmarks/mutants.py                  # all mutants, 2 at a time; writes benchmarks/runs/mutants/
+    python benchmarks/mutants.py --only a2c-     # the mutants whose id starts with a2c-
+    python benchmarks/mutants.py --record         # also writes benchmarks/results/mutants/ (the recorded result)
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from run import ROOT, commit, machine  # benchmarks/run.py
+
+SCRIPTS = ["reinforce.py", "actor_critic_gae.py", "dqn_atari.py", "dqn_per_her.py"]
+
+# (id, script, text as it stands, text with the bug, tests that must catch it)
+MUTANTS = [
+    # reinforce.py
+    (
+        "rf-returns-discount",
+        "reinforce.py",
+        "future = rewards[t] + gamma * torch.where(ends[t], next_values[t], future)",
+        "future = rewards[t] + torch.where(ends[t], next_values[t], future)",
+        ["tests/test_reinforce.py::test_discounted_returns_match_brute_force"],
+    ),
+    (
+        "rf-returns-cross-episodes",
+        "reinforce.py",
+        "future = rewards[t] + gamma * torch.where(ends[t], next_values[t], future)",
+        "future = rewards[t] + gamma * torch.where(ends[t], next_values[t] + future, future)",
+        ["tests/test_reinforce.py::test_discounted_returns_match_brute_force"],
+    ),
+    (
+        "rf-bootstrap-next-episode",
+        "reinforce.py",
+        'final_obs = np.stack(info["final_obs"][bootstrap])',
+        "final_obs = next_obs_np[bootstrap]",
+        [
+            "tests/test_reinforce.py::test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"
+        ],
+    ),
+    (
+        "rf-truncation-beats-termination",
+        "reinforce.py",
+        "bootstrap = truncated & ~terminated",
+        "bootstrap = truncated",
+        [
+            "tests/test_reinforce.py::test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"
+        ],
+    ),
+    (
+        "rf-no-rollout-end-bootstrap",
+        "reinforce.py",
+        "rollout.next_values[-1] = torch.where(ends[-1], rollout.next_values[-1], value(next_obs).squeeze(-1))",
+        "rollout.next_values[-1] = torch.where(ends[-1], rollout.next_values[-1], 0.0)",
+        [
+            "tests/test_reinforce.py::test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"
+        ],
+    ),
+    (
+        "rf-no-baseline",
+        "reinforce.py",
+        "advantages = returns - values",
+        "advantages = returns",
+        ["tests/test_reinforce.py::test_one_update_hands_adam_the_gradients_of_the_estimator"],
+    ),
+    (
+        "rf-policy-loss-sign",
+        "reinforce.py",
+        "policy_loss = -(logp * b_advantages).mean()",
+        "policy_loss = (logp * b_advantages).mean()",
+        ["tests/test_reinforce.py::test_one_update_hands_adam_the_gradients_of_the_estimator"],
+    ),
+    (
+        "rf-value-fits-advantages",
+        "reinforce.py",
+        "value_loss = (value(b_obs).squeeze(-1) - b_returns).pow(2).mean()",
+        "value_loss = (value(b_obs).squeeze(-1) - b_advantages).pow(2).mean()",
+        ["tests/test_reinforce.py::test_one_update_hands_adam_the_gradients_of_the_estimator"],
+    ),
+    (
+        "rf-episode-start-off-by-one",
+        "reinforce.py",
+        "out[t] = torch.where(ends[t - 1], x[t], out[t - 1])",
+        "out[t] = torch.where(ends[t], x[t], out[t - 1])",
+        ["tests/test_reinforce.py::test_from_episode_start_matches_brute_force"],
+    ),
+    (
+        "rf-entropy-sign",
+        "reinforce.py",
+        "(policy_loss - args.ent_coef * entropy.mean()).backward()",
+        "(policy_loss + args.ent_coef * entropy.mean()).backward()",
+        ["tests/test_reinforce.py::test_one_update_hands_adam_the_gradients_of_the_estimator"],
+    ),
+    (
+        "rf-episode-return-not-reset",
+        "reinforce.py",
+        "ep_return[i], ep_length[i] = 0.0, 0",
+        "ep_length[i] = 0",
+        ["tests/test_reinforce.py", "tests/test_shared.py::test_short_run_writes_standard_keys"],
+    ),
+    # actor_critic_gae.py
+    (
+        "a2c-gae-lambda",
+        "actor_critic_gae.py",
+        "carry = (~dones).to(rewards.dtype) * gamma * lam",
+        "carry = (~dones).to(rewards.dtype) * lam",
+        ["tests/test_actor_critic_gae.py::test_gae_matches_brute_force"],
+    ),
+    (
+        "a2c-gae-crosses-episodes",
+        "actor_critic_gae.py",
+        "carry = (~dones).to(rewards.dtype) * gamma * lam",
+        "carry = torch.ones_like(rewards) * gamma * lam",
+        ["tests/test_actor_critic_gae.py::test_gae_matches_brute_force"],
+    ),
+    (
+        "a2c-termination-bootstraps",
+        "actor_critic_gae.py",
+        "return torch.where(terminations, 0.0, torch.where(truncations, final_values, following))",
+        "return torch.where(truncations, final_values, following)",
+        ["tests/test_actor_critic_gae.py::test_truncation_bootstraps_from_final_value_and_termination_does_not"],
+    ),
+    (
+        "a2c-bootstrap-next-episode",
+        "actor_critic_gae.py",
+        'final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated]), device=device)',
+        "final_obs = next_obs[torch.as_tensor(truncated, device=device)]",
+        ["tests/test_actor_critic_gae.py::test_loop_bootstraps_truncations_from_the_true_final_observation"],
+    ),
+    (
+        "a2c-value-target",
+        "actor_critic_gae.py",
+        "b_returns = (advantages + rollout.values).flatten()",
+        "b_returns = advantages.flatten()",
+        ["tests/test_actor_critic_gae.py::test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
+    ),
+    (
+        "a2c-sum-gradients",
+        "actor_critic_gae.py",
+        "g.copy_(flat[offset : offset + g.numel()].view_as(g) / world)",
+        "g.copy_(flat[offset : offset + g.numel()].view_as(g))",
+        ["tests/test_actor_critic_gae.py::test_two_processes_update_as_one_process_on_the_combined_batch"],
+    ),
+    (
+        "a2c-rank0-gradients",
+        "actor_critic_gae.py",
+        "dist.all_reduce(flat)",
+        "dist.broadcast(flat, 0)",
+        ["tests/test_actor_critic_gae.py::test_two_processes_update_as_one_process_on_the_combined_batch"],
+    ),
+    (
+        "a2c-norm-adv-per-process",
+        "actor_critic_gae.py",
+        "b_advantages = normalize(b_advantages, distributed)",
+        "b_advantages = normalize(b_advantages, False)",
+        ["tests/test_actor_critic_gae.py::test_two_processes_update_as_one_process_on_the_combined_batch"],
+    ),
+    (
+        "a2c-life-loss-not-terminal",
+        "actor_critic_gae.py",
+        'terminated = terminated | ((info["lives"] < lives) & ~done)',
+        "terminated = terminated",
+        ["tests/test_actor_critic_gae.py::test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on"],
+    ),
+    (
+        "a2c-anneal-restretched",
+        "actor_critic_gae.py",
+        "lr_anchor = (start_update, annealed_lr(lr_anchor, start_update, saved_updates))",
+        "lr_anchor = lr_anchor",
+        ["tests/test_shared.py::test_resume_continues_the_same_run"],
+    ),
+    (
+        "a2c-eval-no-fire",
+        "actor_critic_gae.py",
+        "action[:] = fire",
+        "pass",
+        ["tests/test_actor_critic_gae.py::test_greedy_evaluation_presses_fire_after_a_lost_life"],
+    ),
+    (
+        "a2c-policy-loss-sign",
+        "actor_critic_gae.py",
+        "policy_loss = -(logp * b_advantages).mean()",
+        "policy_loss = (logp * b_advantages).mean()",
+        ["tests/test_actor_critic_gae.py::test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
+    ),
+    (
+        "a2c-entropy-sign",
+        "actor_critic_gae.py",
+        "return policy_loss + vf_coef * value_loss - ent_coef * entropy.mean(), policy_loss",
+        "return policy_loss + vf_coef * value_loss + ent_coef * entropy.mean(), policy_loss",
+        ["tests/test_actor_critic_gae.py::test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
+    ),
+    (
+        "a2c-gamma-lambda-swapped",
+        "actor_critic_gae.py",
+        "advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gamma, args.gae_lambda)",
+        "advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gae_lambda, args.gamma)",
+        ["tests/test_actor_critic_gae.py::test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
+    ),
+    (
+        "a2c-normalize-no-std",
+        "actor_critic_gae.py",
+        "return (x - x.mean()) / (x.std() + 1e-8)",
+        "return x - x.mean()",
+        ["tests/test_actor_critic_gae.py::test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
+    ),
+    # dqn_atari.py
+    (
+        "dqn-td-no-terminal",
+        "dqn_atari.py",
+        "return rewards + gamma * (~terminated).to(rewards.dtype) * next_value",
+        "return rewards + gamma * next_value",
+        ["tests/test_dqn_atari.py::test_td_targets_match_brute_force"],
+    ),
+    (
+        "dqn-double-q-target-argmax",
+        "dqn_atari.py",
+        "next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)",
+        "next_value = next_q_target.gather(1, next_q_target.argmax(1, keepdim=True)).squeeze(1)",
+        ["tests/test_dqn_atari.py::test_td_targets_match_brute_force"],
+    ),
+    (
+        "dqn-loss-mse-for-huber",
+        "dqn_atari.py",
+        'td_loss = F.smooth_l1_loss(q_taken, y) if args.loss == "huber" else F.mse_loss(q_taken, y)',
+        "td_loss = F.mse_loss(q_taken, y)",
+        ["tests/test_dqn_atari.py::test_dqn_loss_matches_brute_force"],
+    ),
+    (
+        "dqn-loss-ignores-double-q",
+        "dqn_atari.py",
+        'next_q_online = q_network(b["next_obs"]) if args.double_q else None',
+        'next_q_online = target_network(b["next_obs"]) if args.double_q else None',
+        ["tests/test_dqn_atari.py::test_dqn_loss_matches_brute_force"],
+    ),
+    (
+        "dqn-stack-crosses-episode",
+        "dqn_atari.py",
+        "frames[:, : k - 1] *= ~started_later[:, :, None, None]",
+        "pass",
+        ["tests/test_dqn_atari.py::test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound"],
+    ),
+    (
+        "dqn-samples-newest-slot",
+        "dqn_atari.py",
+        "span = np.where(full, self.cap - self.stack, pos - 1)",
+        "span = np.where(full, self.cap - self.stack, pos)",
+        ["tests/test_dqn_atari.py::test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound"],
+    ),
+    (
+        "dqn-samples-overwritten-history",
+        "dqn_atari.py",
+        "i = np.where(full, pos + self.stack - 1, 0)",
+        "i = np.where(full, pos, 0)",
+        ["tests/test_dqn_atari.py::test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound"],
+    ),
+    (
+        "dqn-final-frame-not-stored",
+        "dqn_atari.py",
+        "self._write(e, final_obs[e][-1], 0, 0.0, False, False, True)",
+        "self._write(e, obs[e, -1], 0, 0.0, False, False, True)",
+        ["tests/test_dqn_atari.py::test_replay_truncation_bootstraps_from_the_final_frame_and_termination_does_not"],
+    ),
+    (
+        "dqn-life-loss-not-terminal",
+        "dqn_atari.py",
+        'terminal = terminations | (infos["life_lost"] & ~dones)',
+        "terminal = terminations",
+        ["tests/test_dqn_atari.py::test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards"],
+    ),
+    (
+        "dqn-rewards-not-clipped",
+        "dqn_atari.py",
+        'replay.add(obs, actions, np.sign(rewards), terminal, dones, infos.get("final_obs"))',
+        'replay.add(obs, actions, rewards, terminal, dones, infos.get("final_obs"))',
+        ["tests/test_dqn_atari.py::test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards"],
+    ),
+    (
+        "dqn-maxpool-last-frame-only",
+        "dqn_atari.py",
+        "return np.maximum(last_two[0], last_two[-1]), total, terminated, truncated, info",
+        "return last_two[-1], total, terminated, truncated, info",
+        ["tests/test_dqn_atari.py::test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames"],
+    ),
+    (
+        "dqn-noop-zero",
+        "dqn_atari.py",
+        "for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):",
+        "for _ in range(self.unwrapped.np_random.integers(0, self.noop_max)):",
+        ["tests/test_dqn_atari.py::test_noop_reset_takes_between_1_and_30_noops"],
+    ),
+    (
+        "dqn-stack-not-zeroed",
+        "dqn_atari.py",
+        "        self.frames[:] = 0\n",
+        "",
+        [
+            "tests/test_dqn_atari.py::test_real_game_life_loss_and_stack_shape",
+            "tests/test_dqn_atari.py::test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound",
+        ],
+    ),
+    (
+        "dqn-epsilon-schedule",
+        "dqn_atari.py",
+        "return start + (end - start) * t / duration if t < duration else end",
+        "return start + (end - start) * t / duration if t < duration else start",
+        ["tests/test_dqn_atari.py::test_epsilon_schedule_is_linear_then_flat"],
+    ),
+    (
+        "dqn-target-never-updated",
+        "dqn_atari.py",
+        "tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy",
+        "pass",
+        ["tests/test_dqn_atari.py::test_learns_to_read_the_screen"],
+    ),
+    (
+        "dqn-resume-restretches-epsilon",
+        "dqn_atari.py",
+        "explore_steps = int(args.exploration_fraction * schedule_timesteps)",
+        "explore_steps = int(args.exploration_fraction * args.total_timesteps)",
+        ["tests/test_shared.py::test_resume_continues_the_same_run"],
+    ),
+    (
+        "dqn-resume-replay-lost",
+        "dqn_atari.py",
+        'replay.load_state_dict(checkpoint["replay"])',
+        "pass",
+        ["tests/test_dqn_atari.py::test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay"],
+    ),
+    (
+        "dqn-fire-after-life-loss",
+        "dqn_atari.py",
+        'if info["lives"] < self.lives and not (terminated or truncated):',
+        "if False:",
+        [
+            "tests/test_dqn_atari.py::test_fire_on_start_presses_fire_at_reset_and_after_each_lost_life_never_after_game_over"
+        ],
+    ),
+    # dqn_per_her.py
+    (
+        "ph-sumtree-parent-sum",
+        "dqn_per_her.py",
+        "self.nodes[i] = self.nodes[2 * i] + self.nodes[2 * i + 1]",
+        "self.nodes[i] = self.nodes[2 * i]",
+        ["tests/test_dqn_per_her.py::test_sum_tree_nodes_are_sums_of_their_leaves_after_any_updates"],
+    ),
+    (
+        "ph-sumtree-find-no-subtract",
+        "dqn_per_her.py",
+        "values = np.where(right, values - left, values)",
+        "values = np.where(right, values, values)",
+        ["tests/test_dqn_per_her.py::test_sum_tree_find_returns_the_leaf_whose_prefix_interval_holds_the_value"],
+    ),
+    (
+        "ph-priority-no-alpha",
+        "dqn_per_her.py",
+        "self.tree.update(idx, priorities**self.alpha)",
+        "self.tree.update(idx, priorities)",
+        ["tests/test_dqn_per_her.py::test_importance_weights_match_brute_force_and_alpha_is_applied"],
+    ),
+    (
+        "ph-weights-not-normalised",
+        "dqn_per_her.py",
+        "return (w / w.max()).astype(np.float32)",
+        "return w.astype(np.float32)",
+        ["tests/test_dqn_per_her.py::test_importance_weights_match_brute_force_and_alpha_is_applied"],
+    ),
+    (
+        "ph-weights-exponent-sign",
+        "dqn_per_her.py",
+        "w = (n * probabilities) ** -beta",
+        "w = (n * probabilities) ** beta",
+        ["tests/test_dqn_per_her.py::test_importance_weights_match_brute_force_and_alpha_is_applied"],
+    ),
+    (
+        "ph-new-transition-priority",
+        "dqn_per_her.py",
+        "self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))",
+        "self.tree.update(idx, np.full(len(idx), 1.0))",
+        ["tests/test_dqn_per_her.py::test_sampled_priorities_are_updated_and_new_transitions_get_the_largest"],
+    ),
+    (
+        "ph-no-priority-update",
+        "dqn_per_her.py",
+        'replay.update_priorities(b["idx"], td_errors.cpu().numpy())',
+        "pass",
+        ["tests/test_dqn_per_her.py::test_the_loop_updates_priorities_and_passes_importance_weights_to_the_loss"],
+    ),
+    (
+        "ph-loss-ignores-weights",
+        "dqn_per_her.py",
+        'td_loss = (weights * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()',
+        "td_loss = F.smooth_l1_loss(q_taken, y)",
+        ["tests/test_dqn_per_her.py::test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets"],
+    ),
+    (
+        "ph-td-no-terminal",
+        "dqn_per_her.py",
+        "return rewards + gamma * (~terminated).to(rewards.dtype) * next_value",
+        "return rewards + gamma * next_value",
+        ["tests/test_dqn_per_her.py::test_td_targets_match_brute_force"],
+    ),
+    (
+        "ph-hardcoded-clip",
+        "dqn_per_her.py",
+        "y = y.clamp(*bounds)",
+        "y = y.clamp(-1.0 / (1.0 - args.gamma), 0.0)",
+        ["tests/test_dqn_per_her.py::test_her_learns_a_goal_environment_with_positive_rewards_that_ends_at_the_goal"],
+    ),
+    (
+        "ph-bounds-without-zero",
+        "dqn_per_her.py",
+        "lo, hi = min(0.0, r_min), max(0.0, r_max)",
+        "lo, hi = r_min, r_max",
+        ["tests/test_dqn_per_her.py::test_target_bounds_hold_every_discounted_return_of_the_rewards_seen"],
+    ),
+    (
+        "ph-her-future-from-start",
+        "dqn_per_her.py",
+        'first = t if strategy == "future" else start',
+        "first = start",
+        ["tests/test_dqn_per_her.py::test_relabelled_goal_positions_stay_in_the_episode_and_wrap_around_the_ring"],
+    ),
+    (
+        "ph-her-ratio",
+        "dqn_per_her.py",
+        'b["relabelled"] = self.rng.random(len(b["idx"])) < k / (k + 1)',
+        'b["relabelled"] = self.rng.random(len(b["idx"])) < 1 / (k + 1)',
+        [
+            "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
+        ],
+    ),
+    (
+        "ph-her-reward-not-recomputed",
+        "dqn_per_her.py",
+        'b["rewards"][rows] = compute_reward(self.next_achieved[t], goals, {})',
+        "pass",
+        [
+            "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
+        ],
+    ),
+    (
+        "ph-her-next-goal-not-relabelled",
+        "dqn_per_her.py",
+        'b["next_x"][rows, -goals.shape[1] :] = goals',
+        "pass",
+        [
+            "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
+        ],
+    ),
+    (
+        "ph-her-terminal-not-recomputed",
+        "dqn_per_her.py",
+        'b["terminated"][rows] = compute_terminated(self.next_achieved[t], goals, {})',
+        "pass",
+        [
+            "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
+        ],
+    ),
+    (
+        "ph-ring-no-reanchor",
+        "dqn_per_her.py",
+        "self.episode_start[rest] = oldest",
+        "pass",
+        ["tests/test_dqn_per_her.py::test_relabelling_never_crosses_into_the_episode_that_overwrote_part_of_its_own"],
+    ),
+    (
+        "ph-plain-bootstrap-next-episode",
+        "dqn_per_her.py",
+        'final_x[i] = network_input(infos["final_obs"][i])',
+        "pass",
+        ["tests/test_dqn_per_her.py::test_plain_replay_stores_the_true_final_observation_and_the_termination_flag"],
+    ),
+    (
+        "ph-plain-truncation-terminal",
+        "dqn_per_her.py",
+        "replay.add(x, actions, rewards, terminations, final_x)",
+        "replay.add(x, actions, rewards, dones, final_x)",
+        ["tests/test_dqn_per_her.py::test_plain_replay_stores_the_true_final_observation_and_the_termination_flag"],
+    ),
+    (
+        "ph-resume-optimizer-lost",
+        "dqn_per_her.py",
+        'optimizer.load_state_dict(checkpoint["optimizer"])',
+        "pass",
+        ["tests/test_dqn_per_her.py::test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay"],
+    ),
+    (
+        "ph-her-vs-plain",
+        "dqn_per_her.py",
+        'final = infos["final_obs"][i] if dones[i] else {k: v[i] for k, v in next_obs.items()}',
+        "final = {k: v[i] for k, v in next_obs.items()}",
+        [
+            "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
+        ],
+    ),
+    # shared plumbing (one copy per script; planted in one of them)
+    (
+        "shared-resume-default-length",
+        "actor_critic_gae.py",
+        'if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:',
+        'if field.name in ("total_timesteps", "checkpoint_every"):',
+        ["tests/test_shared.py::test_resume_continues_the_same_run"],
+    ),
+    (
+        "shared-resume-foreign-checkpoint",
+        "dqn_per_her.py",
+        "if owner != script:",
+        "if owner is None:",
+        ["tests/test_shared.py::test_resume_refuses_a_bad_file_in_one_line_and_changes_nothing"],
+    ),
+]
+
+
+def copy_repo(dest: Path):
+    for script in SCRIPTS:
+        shutil.copy2(ROOT / script, dest / script)
+    shutil.copytree(ROOT / "tests", dest / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def run_tests(folder: Path, tests: list[str], timeout: int) -> tuple[int, str, float]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    start = time.time()
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *tests]
+    try:
+        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        return proc.returncode, proc.stdout + proc.stderr, time.time() - start
+    except subprocess.TimeoutExpired:
+        return -1, "timeout", time.time() - start
+
+
+def check(mutant, timeout: int) -> dict:
+    mid, script, old, new, tests = mutant
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mid}-") as tmp:
+        folder = Path(tmp)
+        copy_repo(folder)
+        text = (folder / script).read_text()
+        count = text.count(old)
+        if count != 1:
+            return {"id": mid, "script": script, "status": "stale", "detail": f"original text found {count} times"}
+        (folder / script).write_text(text.replace(old, new))
+        code, out, seconds = run_tests(folder, tests, timeout)
+    failed = re.findall(r"^FAILED (\S+)", out, re.MULTILINE)
+    if code == 1 and failed:
+        status, detail = "killed", failed[0].split(" - ")[0]
+    elif code == -1:
+        status, detail = "killed", "timeout"
+    elif code == 0:
+        status, detail = "survived", ""
+    else:  # 2-5: the copy could not even be collected or run: say so rather than count it as caught
+        status, detail = "error", out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+    return {
+        "id": mid,
+        "script": script,
+        "status": status,
+        "detail": detail,
+        "seconds": round(seconds, 1),
+        "change": f"{old.strip()} -> {new.strip() or '(deleted)'}",
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="run the mutants whose id starts with this")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant; a timeout counts as killed")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/mutants/ too")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if m[0].startswith(args.only)]
+    assert len({m[0] for m in MUTANTS}) == len(MUTANTS), "mutant ids must be unique"
+    start = time.time()
+
+    # the tests must pass on the unchanged copy, or a 'kill' proves nothing
+    with tempfile.TemporaryDirectory(prefix="mutant-none-") as tmp:
+        copy_repo(Path(tmp))
+        tests = sorted({t for m in mutants for t in m[4]})
+        code, out, seconds = run_tests(Path(tmp), tests, 3 * args.timeout)
+        if code != 0:
+            sys.exit(f"the unchanged scripts fail their own tests ({seconds:.0f} s):\n{out[-3000:]}")
+        print(f"unchanged copy: {len(tests)} test selections pass ({seconds:.0f} s)", flush=True)
+
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for result in pool.map(lambda m: check(m, args.timeout), mutants):
+            results.append(result)
+            print(
+                f"{result['status']:8} {result['id']:36} {result.get('seconds', 0):6.1f} s  {result['detail']}",
+                flush=True,
+            )
+    wall = time.time() - start
+    killed = sum(r["status"] == "killed" for r in results)
+    summary = f"{killed} of {len(results)} mutants killed in {wall:.0f} s ({args.jobs} at a time)"
+    print(summary)
+
+    meta = {
+        "commit": commit(),
+        "machine": machine(),
+        "command": "python " + " ".join(sys.argv),
+        "wall_s": round(wall, 1),
+        "summary": summary,
+    }
+    folders = [ROOT / "benchmarks" / "runs" / "mutants"]
+    if args.record:
+        if meta["commit"].endswith("-dirty"):
+            sys.exit("--record needs a clean tree: the result must name the commit that made it")
+        folders.append(ROOT / "benchmarks" / "results" / "mutants")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(json.dumps({**meta, "mutants": results}, indent=1) + "\n")
+        (folder / "results.md").write_text(markdown(meta, results))
+        print(f"wrote {folder.relative_to(ROOT)}/results.md")
+    sys.exit(0 if killed == len(results) else 1)
+
+
+def markdown(meta: dict, results: list[dict]) -> str:
+    rows = ["| mutant | script | planted change | result | caught by | s |", "|---|---|---|---|---|---|"]
+    for r in results:
+        change = r.get("change", "").replace("|", "\\|")
+        rows.append(
+            f"| {r['id']} | {r['script']} | `{change}` | {r['status']} | {r['detail']} | {r.get('seconds', '')} |"
+        )
+    return (
+        f"{meta['summary']}.\n\nMachine: {meta['machine']}. Commit: `{meta['commit']}`. "
+        f"Command: `{meta['command']}`.\n\n" + "\n".join(rows) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
