@@ -37,11 +37,14 @@ the true final observation, never at a termination. On Atari a lost life is a te
 Atari ids (ALE/Pong-v5, PongNoFrameskip-v4, ...) run on ale-py's C++ vector environment, with the DeepMind
 preprocessing configured in make_envs: 4 frames per action with a max over the last two, up to 30 no-ops
 at reset, FIRE at reset, 84x84 grayscale, 4 stacked frames, rewards clipped to their sign for learning.
-v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none.
+v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none. After a lost life,
+Breakout-like games wait for FIRE: in training the sampled actions press it, and evaluation, whose greedy
+policy might never pick it and would then stand until the time limit, presses it (as at reset).
 
 Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
 --num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
-all_reduce before each step, so the replicas stay identical. gloo on CPU, NCCL on GPU. Only rank 0 logs,
+all_reduce before each step, so the replicas stay identical; --norm-adv normalises over all processes'
+advantages together. gloo on CPU, NCCL on GPU. Only rank 0 logs,
 checkpoints and saves; --total-timesteps counts all processes together. Several machines: run on each
 `torchrun --nnodes M --nproc_per_node K --node_rank I --rdzv_backend c10d --rdzv_endpoint HOST:29500 ...`.
 Without torchrun the file runs as one plain process and no distributed code is on its path.
@@ -53,6 +56,7 @@ Usage:
         --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
     torchrun --standalone --nproc_per_node 2 actor_critic_gae.py --no-cuda  # two processes, a free port
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
+    python actor_critic_gae.py --resume runs/.../checkpoint.pt --total-timesteps 1000000  # extend the run
 
 TensorBoard keys:
     charts/episodic_return    undiscounted (for Atari: unclipped, whole-game) return of each finished episode
@@ -115,8 +119,8 @@ class Args:
     checkpoint_every: int = 0
     """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
     resume: str | None = None
-    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
-    output flags; it logs into the same run folder"""
+    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
+    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
     # Environment
     env_id: str = "CartPole-v1"
     """gymnasium id with vector observations, or an Atari id (ALE/Pong-v5, PongNoFrameskip-v4)"""
@@ -145,7 +149,7 @@ class Args:
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this"""
     norm_adv: bool = False
-    """normalise the advantages of each batch to mean 0, std 1"""
+    """normalise the advantages of each batch to mean 0, std 1 (under torchrun, the batch of all processes)"""
     shared: bool = False
     """vector observations: one MLP trunk for actor and critic instead of two MLPs (Atari: always shared)"""
     hidden_size: int = 64

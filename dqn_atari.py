@@ -43,6 +43,7 @@ Usage:
     python dqn_atari.py --env-id BreakoutNoFrameskip-v4
     python dqn_atari.py --env-id PongNoFrameskip-v4 --double-q --checkpoint-every 500000
     python dqn_atari.py --resume runs/PongNoFrameskip-v4__dqn_atari__1__1700000000/checkpoint.pt
+    python dqn_atari.py --resume runs/.../checkpoint.pt --total-timesteps 20000000   # extend; epsilon's schedule stays
 
 TensorBoard keys:
     charts/episodic_return    the unclipped score of each finished game (all lives)
@@ -111,8 +112,8 @@ class Args:
     checkpoint_replay: bool = True
     """include the replay memory in checkpoints (up to 7 GB); without it a resumed run refills it first"""
     resume: str | None = None
-    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
-    output flags; it logs into the same run folder"""
+    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
+    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
     """Atari id: ALE/Breakout-v5 or BreakoutNoFrameskip-v4 (the same game, preprocessed the same way here)"""

@@ -57,6 +57,7 @@ Usage:
     python dqn_per_her.py --env-id CartPole-v1 --no-her --per --total-timesteps 50000
     python dqn_per_her.py --hidden-size 64 --num-envs 4    # 15 bits at about 1,100 steps per second
     python dqn_per_her.py --env-id BitFlipFixedGoal-v0 --n-bits 30  # Stable-Baselines3's task: 0.9 by about 10k
+    python dqn_per_her.py --resume runs/.../checkpoint.pt --total-timesteps 40000  # extend; schedules stay
 
 TensorBoard keys:
     charts/episodic_return    undiscounted return of each finished episode
@@ -120,8 +121,8 @@ class Args:
     checkpoint_every: int = 0
     """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
     resume: str | None = None
-    """checkpoint.pt to continue from, with its saved flags except the run-length, checkpoint, device and
-    output flags; it logs into the same run folder"""
+    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
+    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
     # Environment
     env_id: str = "BitFlip-v0"
     """gymnasium id: a goal environment (BitFlip-v0, ...) or, with --no-her, one with vector observations"""

@@ -112,7 +112,9 @@ MUTANTS = [
         "reinforce.py",
         "ep_return[i], ep_length[i] = 0.0, 0",
         "ep_length[i] = 0",
-        ["tests/test_reinforce.py", "tests/test_shared.py::test_short_run_writes_standard_keys"],
+        [
+            "tests/test_reinforce.py::test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"
+        ],
     ),
     # actor_critic_gae.py
     (
@@ -261,7 +263,7 @@ MUTANTS = [
         "dqn_atari.py",
         "span = np.where(full, self.cap - self.stack, pos - 1)",
         "span = np.where(full, self.cap - self.stack, pos)",
-        ["tests/test_dqn_atari.py::test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound"],
+        ["tests/test_dqn_atari.py::test_replay_new_episodes_after_resume_never_pairs_two_games"],
     ),
     (
         "dqn-samples-overwritten-history",
@@ -327,7 +329,7 @@ MUTANTS = [
         "dqn_atari.py",
         "tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy",
         "pass",
-        ["tests/test_dqn_atari.py::test_learns_to_read_the_screen"],
+        ["tests/test_dqn_atari.py::test_target_network_is_a_copy_of_the_online_network_after_each_target_update"],
     ),
     (
         "dqn-resume-restretches-epsilon",
@@ -509,6 +511,13 @@ MUTANTS = [
         [
             "tests/test_dqn_per_her.py::test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals"
         ],
+    ),
+    (
+        "ph-plain-dqn-learns-from-its-own-state",
+        "dqn_per_her.py",
+        "replay.add(x, actions, rewards, terminations, final_x)",
+        "replay.add(x, actions, rewards, terminations, x)",
+        ["tests/test_dqn_per_her.py::test_her_solves_10_bits_where_plain_dqn_fails_and_plain_dqn_solves_3_bits"],
     ),
     # shared plumbing (one copy per script; planted in one of them)
     (

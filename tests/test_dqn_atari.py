@@ -1,6 +1,7 @@
 """dqn_atari.py: each preprocessing wrapper, the frame replay against the environment's own stacks, TD targets
 against brute force, checkpoint and resume, and learning a pixel task through the real loop."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -362,6 +363,31 @@ def test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards(in_tm
     assert np.flatnonzero(replay.terminated[:31, 0]).tolist() == [9, 19, 29] and replay.last[30, 0]
     logged = scalars(result["run_dir"])
     assert {"charts/epsilon", "losses/td_loss", "losses/q_values", "charts/SPS"} <= set(logged)
+
+
+def test_target_network_is_a_copy_of_the_online_network_after_each_target_update(in_tmp, fake_game):
+    """tau = 1: every target_network_frequency steps the target becomes the online network, and between two such
+    steps it stays as it was while the online network learns."""
+    snapshots = []
+    real_loss = D.dqn_loss
+
+    def spy(q_network, target_network, b, args):
+        snapshots.append(
+            ([p.clone() for p in q_network.parameters()], [p.clone() for p in target_network.parameters()])
+        )
+        return real_loss(q_network, target_network, b, args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(D, "dqn_loss", spy)
+        result = D.main(fake_args(total_timesteps=300, learning_starts=100, target_network_frequency=100))
+    q, target = result["q_network"].parameters(), result["target_network"].parameters()
+    assert all(torch.equal(a, b) for a, b in zip(q, target, strict=True))  # copied at step 300, the last
+    changes = 0
+    for (_, before), (online, after) in itertools.pairwise(snapshots):  # from one gradient step to the next
+        if not all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
+            changes += 1  # a target update in between: the online network as it was, exactly
+            assert all(torch.equal(a, b) for a, b in zip(online, after, strict=True))
+    assert changes >= 1 and not all(torch.equal(a, b) for a, b in zip(snapshots[0][0], snapshots[-1][0]))
 
 
 def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp, fake_game):

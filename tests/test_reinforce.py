@@ -101,7 +101,7 @@ def test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_term
     monkeypatch.setattr(R, "mlp", recording_mlp)
     monkeypatch.setattr(R, "discounted_returns", spy)
     T, N = 8, 2
-    R.main(
+    result = R.main(
         R.Args(
             env_id=env_id,
             num_envs=N,
@@ -113,6 +113,7 @@ def test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_term
         )
     )
     assert len(seen) == 3
+    assert result["episodic_returns"] == [float(CLOCK_LIMIT)] * (3 * T // CLOCK_LIMIT * N)  # reward 1 a step
     terminates = env_id == "ClockEndsAtLimit-v0"
     for update, (ends, next_values, v) in enumerate(seen):
         for t in range(T):
