@@ -40,6 +40,19 @@ def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q) -> list[float]:
+    """DQN's TD target, one transition at a time: r, or r + gamma Q_target(s', a') with a' the argmax of Q_target
+    (of Q_online with double_q). Both DQN scripts are held to it."""
+    out = []
+    for i in range(len(rewards)):
+        if terminated[i]:
+            out.append(float(rewards[i]))
+            continue
+        a = int(np.argmax(q_online[i])) if double_q else int(np.argmax(q_target[i]))
+        out.append(float(rewards[i] + gamma * q_target[i][a]))
+    return out
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run folders (runs/...) land in a fresh temporary directory."""

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, scalars
+from conftest import ROOT, brute_force_targets, scalars
 
 import dqn_atari as D
 
@@ -266,17 +266,6 @@ def test_replay_new_episodes_after_resume_never_pairs_two_games():
 
 
 # Targets
-def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q):
-    out = []
-    for i in range(len(rewards)):
-        if terminated[i]:
-            out.append(float(rewards[i]))
-            continue
-        a = int(np.argmax(q_online[i])) if double_q else int(np.argmax(q_target[i]))
-        out.append(float(rewards[i] + gamma * q_target[i][a]))
-    return out
-
-
 @pytest.mark.parametrize("double_q", [False, True])
 def test_td_targets_match_brute_force(double_q):
     g = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import CLOCK_LIMIT, scalars
+from conftest import CLOCK_LIMIT, brute_force_targets, scalars
 
 import dqn_per_her as H
 
@@ -97,17 +97,6 @@ def test_the_loop_updates_priorities_and_passes_importance_weights_to_the_loss(i
 
 
 # Targets and losses
-def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q):
-    out = []
-    for i in range(len(rewards)):
-        if terminated[i]:
-            out.append(float(rewards[i]))
-            continue
-        a = int(np.argmax(q_online[i])) if double_q else int(np.argmax(q_target[i]))
-        out.append(float(rewards[i] + gamma * q_target[i][a]))
-    return out
-
-
 @pytest.mark.parametrize("double_q", [False, True])
 def test_td_targets_match_brute_force(double_q):
     g = torch.Generator().manual_seed(0)

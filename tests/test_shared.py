@@ -3,6 +3,7 @@ evaluation, seeding, progress output and errors. Each script built so far has an
 
 import dataclasses
 import importlib
+import inspect
 import os
 import re
 import signal
@@ -415,3 +416,26 @@ def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_
     assert [p.name.split("__")[0] for p in (tmp_path / "runs").iterdir()] == ["mymod:NoRender-v0"]
     missing = run_script(script, "--env-id", "nomod:NoRender-v0", cwd=tmp_path)
     assert missing.returncode == 2 and "--env-id" in missing.stderr and "nomod" in missing.stderr
+
+
+# The plumbing the scripts share is one text, copied into each file (a reader never opens a second file)
+SHARED_TEXT = [
+    "fail",
+    "check_env_id",
+    "load_checkpoint",
+    "resume_args",
+    "say_where_resumed",
+    "save_atomically",
+    "linear_schedule",
+    "categorical_log_prob",
+    "categorical_entropy",
+    "gaussian_log_prob",
+    "gaussian_entropy",
+]
+
+
+@pytest.mark.parametrize("name", SHARED_TEXT)
+def test_shared_helpers_are_one_text_in_every_script_that_has_them(name):
+    texts = {s: inspect.getsource(getattr(load(s), name)) for s in ALL if hasattr(load(s), name)}
+    assert len(texts) >= 2, f"{name} is in {list(texts)} only"
+    assert len(set(texts.values())) == 1, f"{name} differs between {list(texts)}: edit it the same way in each"
