@@ -35,8 +35,8 @@ one is in info["final_obs"]. Returns never cross from one episode into the next.
 (the MDP ended) adds nothing after its last reward. A *truncated* episode (time limit) or one cut by the
 rollout's end would have gone on, so its return is completed with gamma * V(s_final), the baseline's value
 of the true final observation. A step that is both (gymnasium's TimeLimit also truncates an episode that
-terminates on its last allowed step) counts as terminated: nothing follows it. With --baseline none there is no V, and such tails count as zero: keep
---num-steps longer than an episode then.
+terminates on its last allowed step) counts as terminated: nothing follows it. With --baseline none there
+is no V, and such tails count as zero: keep --num-steps longer than an episode then.
 
 Usage:
     python reinforce.py                                  # CartPole-v1, learned baseline, reward-to-go

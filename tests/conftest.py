@@ -53,6 +53,20 @@ def brute_force_targets(rewards, terminated, q_target, q_online, gamma, double_q
     return out
 
 
+def check_td_target(td_target, double_q: bool):
+    """A DQN script's td_target on a random batch (terminations included) against brute_force_targets, and the
+    two targets (max and double Q) told apart on it."""
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randint(-1, 2, (64,), generator=g).float()
+    terminated = torch.rand(64, generator=g) < 0.3
+    q_target, q_online = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g)
+    y = td_target(rewards, terminated, q_target, q_online, 0.97, double_q)
+    want = brute_force_targets(rewards.numpy(), terminated.numpy(), q_target.numpy(), q_online.numpy(), 0.97, double_q)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
+    other = td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
+    assert not torch.allclose(y, other)  # the two targets differ on this batch
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run folders (runs/...) land in a fresh temporary directory."""

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, brute_force_targets, scalars
+from conftest import ROOT, brute_force_targets, check_td_target, scalars
 
 import dqn_atari as D
 
@@ -268,15 +268,7 @@ def test_replay_new_episodes_after_resume_never_pairs_two_games():
 # Targets
 @pytest.mark.parametrize("double_q", [False, True])
 def test_td_targets_match_brute_force(double_q):
-    g = torch.Generator().manual_seed(0)
-    rewards = torch.randint(-1, 2, (64,), generator=g).float()
-    terminated = torch.rand(64, generator=g) < 0.3
-    q_target, q_online = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g)
-    y = D.td_target(rewards, terminated, q_target, q_online, 0.97, double_q)
-    want = brute_force_targets(rewards.numpy(), terminated.numpy(), q_target.numpy(), q_online.numpy(), 0.97, double_q)
-    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
-    other = D.td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
-    assert not torch.allclose(y, other)  # the two targets differ on this batch
+    check_td_target(D.td_target, double_q)
 
 
 class Table(torch.nn.Module):

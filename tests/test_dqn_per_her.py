@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import CLOCK_LIMIT, brute_force_targets, scalars
+from conftest import CLOCK_LIMIT, check_td_target, scalars
 
 import dqn_per_her as H
 
@@ -99,15 +99,7 @@ def test_the_loop_updates_priorities_and_passes_importance_weights_to_the_loss(i
 # Targets and losses
 @pytest.mark.parametrize("double_q", [False, True])
 def test_td_targets_match_brute_force(double_q):
-    g = torch.Generator().manual_seed(0)
-    rewards = torch.randint(-1, 2, (64,), generator=g).float()
-    terminated = torch.rand(64, generator=g) < 0.3
-    q_target, q_online = torch.randn(64, 6, generator=g), torch.randn(64, 6, generator=g)
-    y = H.td_target(rewards, terminated, q_target, q_online, 0.97, double_q)
-    want = brute_force_targets(rewards.numpy(), terminated.numpy(), q_target.numpy(), q_online.numpy(), 0.97, double_q)
-    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
-    other = H.td_target(rewards, terminated, q_target, q_online, 0.97, not double_q)
-    assert not torch.allclose(y, other)  # the two targets differ on this batch
+    check_td_target(H.td_target, double_q)
 
 
 def test_target_bounds_hold_every_discounted_return_of_the_rewards_seen():
