@@ -9,10 +9,11 @@ one gradient step (target, loss, backward, Adam). They allow
 Then the script's main() trains with learning_starts steps of random play first, epsilon at its final value
 from there; its SPS is measured over the learning phase only, from the wall-clock times TensorBoard records
 with charts/SPS. The two alternate --repeats times; the medians and the ratio of medians are printed and
-recorded in benchmarks/results/dqn_throughput/.
+written to dqn_throughput/cpu.json (cuda.json on a GPU; memory.json with --memory): in benchmarks/runs/
+(scratch), or with --record in benchmarks/results/ (the recorded result).
 
-    python benchmarks/dqn_throughput.py --repeats 5 --learn-steps 4000
-    python benchmarks/dqn_throughput.py --memory --checkpoint       # fill a 1M replay: peak RSS, checkpoint
+    python benchmarks/dqn_throughput.py --repeats 3 --learn-steps 3000 --record
+    python benchmarks/dqn_throughput.py --memory --checkpoint --record   # fill a 1M replay: peak RSS, checkpoint
 """
 
 import argparse
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 import torch
-from run import ROOT, commit, machine  # benchmarks/run.py
+from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # benchmarks/run.py
 
 sys.path.insert(0, str(ROOT))
 import dqn_atari as D
@@ -106,8 +107,12 @@ def fill_memory(buffer_size: int, checkpoint: bool) -> dict:
         replay.add(
             obs[t % 64], np.array([t % 4]), np.array([1.0]), done, done, [obs[(t + 1) % 64][0]] if done else None
         )
-    out = {"buffer_size": buffer_size, "stored_slots": len(replay), "frames_gb": replay.frames.nbytes / 1e9,
-           "fill_seconds": time.perf_counter() - start}  # fmt: skip
+    out = {
+        "buffer_size": buffer_size,
+        "stored_slots": len(replay),
+        "frames_gb": replay.frames.nbytes / 1e9,
+        "fill_seconds": time.perf_counter() - start,
+    }
     for _ in range(20):
         loss, _ = D.dqn_loss(q, target, replay.sample(32, "cpu"), args)
         opt.zero_grad()
@@ -115,7 +120,7 @@ def fill_memory(buffer_size: int, checkpoint: bool) -> dict:
         opt.step()
     out["peak_rss_gb_training"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
     if checkpoint:
-        with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks" / "runs") as work:
+        with tempfile.TemporaryDirectory(dir=output_folder("dqn_throughput", record=False)) as work:  # scratch
             path = os.path.join(work, "checkpoint.pt")
             start = time.perf_counter()
             D.save_atomically({"q_network": q.state_dict(), "replay": replay.state_dict()}, path)
@@ -140,9 +145,9 @@ def main():
     parser.add_argument("--memory", action="store_true", help="only the replay memory measurement")
     parser.add_argument("--buffer-size", type=int, default=1_000_000)
     parser.add_argument("--checkpoint", action="store_true", help="with --memory: also write and read a checkpoint")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     args = parser.parse_args()
-    out_dir = ROOT / "benchmarks" / "results" / "dqn_throughput"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder("dqn_throughput", args.record)
     meta = {
         "machine": machine(),
         "commit": commit(),
@@ -154,24 +159,35 @@ def main():
         print(json.dumps(record, indent=1))
         with open(out_dir / "memory.json", "w") as f:
             json.dump(record, f, indent=1)
+        say_wrote(out_dir, ["memory.json"], args.record)
         return
     if args.threads:
         torch.set_num_threads(args.threads)  # the parts; main() sets the same from --torch-threads
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     learning_starts = 1000
-    run_args = D.Args(env_id=args.env_id, total_timesteps=learning_starts + args.learn_steps, buffer_size=100_000,
-                      learning_starts=learning_starts, exploration_fraction=learning_starts / (learning_starts +
-                      args.learn_steps), eval_episodes=0, progress=False, cuda=args.cuda,
-                      torch_threads=args.threads)  # fmt: skip
+    run_args = D.Args(
+        env_id=args.env_id,
+        total_timesteps=learning_starts + args.learn_steps,
+        buffer_size=100_000,
+        learning_starts=learning_starts,
+        exploration_fraction=learning_starts / (learning_starts + args.learn_steps),
+        eval_episodes=0,
+        progress=False,
+        cuda=args.cuda,
+        torch_threads=args.threads,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as work:
         os.chdir(work)
         for i in range(args.repeats):
             row = {**parts(run_args, device), "loop_sps": loop_sps(run_args)}
             rows.append(row)
-            print(f"repeat {i + 1}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row.items() if "sps" not in k)
-                  + f" | parts allow {row['parts_sps']:.1f} SPS | loop {row['loop_sps']:.1f} SPS",
-                  flush=True)  # fmt: skip
+            print(
+                f"repeat {i + 1}: "
+                + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in row.items() if "sps" not in k)
+                + f" | parts allow {row['parts_sps']:.1f} SPS | loop {row['loop_sps']:.1f} SPS",
+                flush=True,
+            )
     med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     med["ratio"] = med["loop_sps"] / med["parts_sps"]
     record = {**meta, "threads": torch.get_num_threads(), "device": str(device), "median": med, "rows": rows}
@@ -180,6 +196,7 @@ def main():
     name = "cuda.json" if device.type == "cuda" else "cpu.json"
     with open(out_dir / name, "w") as f:
         json.dump(record, f, indent=1)
+    say_wrote(out_dir, [name], args.record)
 
 
 if __name__ == "__main__":

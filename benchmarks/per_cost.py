@@ -3,9 +3,10 @@
 Two replay memories of --capacity transitions (BitFlip inputs, n = 15), both full, one with the sum tree.
 One update = sample a batch, the TD loss, backward, Adam, and (PER only) the priority update; the sampling
 and the priority update are also timed on their own. The two alternate in blocks of --updates, --repeats
-times; the medians and the ratio of medians are printed and written to benchmarks/results/per_cost/.
+times; the medians and the ratio of medians are printed and written to per_cost/per_cost.json: in
+benchmarks/runs/ (scratch), or with --record in benchmarks/results/ (the recorded result).
 
-    python benchmarks/per_cost.py --capacity 1000000 --batch-size 128 --repeats 5
+    python benchmarks/per_cost.py --capacity 1000000 --batch-size 128 --repeats 5 --record
 """
 
 import argparse
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from run import ROOT, commit, machine  # benchmarks/run.py
+from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # benchmarks/run.py
 
 sys.path.insert(0, str(ROOT))
 import dqn_per_her as H
@@ -27,6 +28,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--updates", type=int, default=500, help="updates per timed block")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = 15
@@ -61,8 +63,11 @@ def main():
                 replay.update_priorities(b["idx"], td.numpy())
                 t_priority += time.perf_counter() - t0
         total = time.perf_counter() - start
-        return {"update_us": total / args.updates * 1e6, "sample_us": t_sample / args.updates * 1e6,
-                "priority_update_us": t_priority / args.updates * 1e6}  # fmt: skip
+        return {
+            "update_us": total / args.updates * 1e6,
+            "sample_us": t_sample / args.updates * 1e6,
+            "priority_update_us": t_priority / args.updates * 1e6,
+        }
 
     rows = []
     for i in range(args.repeats):
@@ -73,12 +78,19 @@ def main():
     med["per_over_uniform"] = med["update_us_per"] / med["update_us_uniform"] - 1
     print(json.dumps(med, indent=1))
     print(f"PER costs {100 * med['per_over_uniform']:.1f}% more per update than uniform replay")
-    record = {"machine": machine(), "commit": commit(), "command": "python " + " ".join(sys.argv),
-              "capacity": args.capacity, "batch_size": args.batch_size, "median": med, "rows": rows}  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / "per_cost"
-    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "machine": machine(),
+        "commit": commit(),
+        "command": "python " + " ".join(sys.argv),
+        "capacity": args.capacity,
+        "batch_size": args.batch_size,
+        "median": med,
+        "rows": rows,
+    }
+    out = output_folder("per_cost", args.record)
     with open(out / "per_cost.json", "w") as f:
         json.dump(record, f, indent=1)
+    say_wrote(out, ["per_cost.json"], args.record)
 
 
 if __name__ == "__main__":

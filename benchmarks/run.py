@@ -4,7 +4,7 @@ Each job is the script run exactly as a user runs it, from benchmarks/runs/{name
 in benchmarks/runs/{name}/runs/), with --exp-name set to the variant's name. The runner records, per job,
 the command, exit status, wall time and peak resident memory (from the kernel's rusage of that process) in
 manifest.jsonl, and the machine, commit and runner command in meta.json. report.py turns it into tables,
-CSVs and plots.
+CSVs and plots. It writes nothing under benchmarks/results/ (and so takes no --record).
 
     python benchmarks/run.py --name reinforce --scripts reinforce.py --env-ids CartPole-v1 Acrobot-v1 \\
         --seeds 1 2 3 4 5 --variants "baseline=--baseline value" "no-baseline=--baseline none" \\
@@ -62,6 +62,32 @@ def commit() -> str:
     status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"]
     dirty = subprocess.run(status, check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return sha.stdout.strip() + ("-dirty" if dirty else "")
+
+
+RECORD_HELP = (
+    "write the result to benchmarks/results/ (the recorded results, quoted by the READMEs); without it, to the "
+    "git-ignored scratch folder benchmarks/runs/"
+)
+
+
+def recorded(name: str) -> Path:
+    """benchmarks/results/{name}/: the recorded result of that name, the one the READMEs quote."""
+    return ROOT / "benchmarks" / "results" / name
+
+
+def output_folder(name: str, record: bool) -> Path:
+    """Where a benchmark writes its result: benchmarks/results/{name}/ with --record, otherwise the git-ignored
+    benchmarks/runs/{name}/ (same file names), so that a quick check leaves the recorded results as they are."""
+    folder = recorded(name) if record else ROOT / "benchmarks" / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def say_wrote(folder: Path, files: list[str], record: bool) -> None:
+    """One line saying where a benchmark wrote, and how to record it when it did not."""
+    where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    note = "" if record else " (scratch: --record writes benchmarks/results/ instead)"
+    print(f"wrote {where}/: {', '.join(files)}{note}", flush=True)
 
 
 def run_job(job: dict, out_dir: Path, threads: int) -> dict:

@@ -2,9 +2,11 @@
 
 Both are measured in one process, alternating, --repeats times: first the script's own make_envs(...)
 stepped with random actions (the ceiling: what the simulator and the vector wrapper alone allow), then the
-script's main(...) training for --steps steps. Prints and records medians and the ratio of medians.
+script's main(...) training for --steps steps. Prints the medians and the ratio of medians and writes them
+as a table to sps/{script}__{env id}[__{flags}].md: in benchmarks/runs/ (scratch), or with --record in
+benchmarks/results/ (the recorded result).
 
-    python benchmarks/sps.py --script reinforce.py --env-id CartPole-v1 --steps 200000 --repeats 5
+    python benchmarks/sps.py --script reinforce.py --env-id CartPole-v1 --steps 200000 --repeats 5 --record
 """
 
 import argparse
@@ -16,7 +18,7 @@ import time
 
 import numpy as np
 import torch
-from run import ROOT, commit, machine  # benchmarks/run.py
+from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # benchmarks/run.py
 
 
 def random_action_sps(module, env_id: str, num_envs: int, steps: int, seed: int) -> float:
@@ -38,6 +40,7 @@ def main():
     parser.add_argument("--steps", type=int, default=200_000, help="environment steps per measurement")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--flags", default="", help='extra Args fields as "name=value ...", e.g. "num_envs=16"')
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -52,8 +55,14 @@ def main():
 
     random_sps, train_sps = [], []
     for repeat in range(args.repeats):
-        train_args = module.Args(env_id=args.env_id, total_timesteps=args.steps, seed=repeat + 1, eval_episodes=0,
-                                 progress=False, **overrides)  # fmt: skip
+        train_args = module.Args(
+            env_id=args.env_id,
+            total_timesteps=args.steps,
+            seed=repeat + 1,
+            eval_episodes=0,
+            progress=False,
+            **overrides,
+        )
         random_sps.append(random_action_sps(module, args.env_id, train_args.num_envs, args.steps, repeat + 1))
         train_sps.append(module.main(train_args)["sps"])
         print(f"repeat {repeat + 1}: random actions {random_sps[-1]:.0f} SPS, training {train_sps[-1]:.0f} SPS")
@@ -76,11 +85,12 @@ def main():
         f"Machine: {machine()}. Commit: `{commit()}`.",
         "Command: `python " + " ".join(shlex.quote(a) for a in ["benchmarks/sps.py", *sys.argv[1:]]) + "`.",
     ]
-    out = ROOT / "benchmarks" / "results" / "sps"
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder("sps", args.record)
     suffix = "".join(f"__{kv}" for kv in shlex.split(args.flags))  # one file per set of extra flags
-    (out / f"{args.script.removesuffix('.py')}__{args.env_id}{suffix}.md").write_text("\n".join(lines) + "\n")
+    name = f"{args.script.removesuffix('.py')}__{args.env_id}{suffix}.md"
+    (out / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    say_wrote(out, [name], args.record)
 
 
 if __name__ == "__main__":
