@@ -9,7 +9,7 @@ unchanged copy, or the check means nothing.
 
     python benchmarks/mutants.py                  # all mutants, 2 at a time; writes benchmarks/runs/mutants/
     python benchmarks/mutants.py --only a2c-     # the mutants whose id starts with a2c-
-    python benchmarks/mutants.py --record         # also writes benchmarks/results/mutants/ (the recorded result)
+    python benchmarks/mutants.py --record         # writes benchmarks/results/mutants/ (the recorded result)
 """
 
 import argparse
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import ROOT, commit, machine  # benchmarks/run.py
+from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # benchmarks/run.py
 
 SCRIPTS = ["reinforce.py", "actor_critic_gae.py", "dqn_atari.py", "dqn_per_her.py"]
 
@@ -517,6 +517,98 @@ MUTANTS = [
         "if owner is None:",
         [SHARED + "test_resume_refuses_a_bad_file_in_one_line_and_changes_nothing"],
     ),
+    # the user's loop: run folders, stop and resume, evaluation of a saved model, flags and messages
+    (
+        "loop-exit-status-0-after-a-signal",
+        "reinforce.py",
+        'return 128 + result["signal"] if result.get("signal") else 0',
+        "return 0",
+        [SHARED + "test_resume_continues_the_same_run"],
+    ),
+    (
+        "loop-no-checkpoint-on-stop",
+        "dqn_per_her.py",
+        'if stop["signal"] is not None or args.checkpoint_every:',
+        "if args.checkpoint_every:",
+        [SHARED + "test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130"],
+    ),
+    (
+        "loop-resume-forgets-the-networks",
+        "reinforce.py",
+        'policy.load_state_dict(checkpoint["policy"])',
+        "pass",
+        [SHARED + "test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model"],
+    ),
+    (
+        "loop-evaluate-with-the-command-lines-flags",
+        "reinforce.py",
+        'args = resume_args(args, saved["args"])',
+        "args = args",
+        [SHARED + "test_save_model_say_where_it_went_and_evaluate_it_without_training"],
+    ),
+    (
+        "loop-evaluate-an-untrained-network",
+        "dqn_per_her.py",
+        'q_network.load_state_dict(saved["q_network"])',
+        "pass",
+        [SHARED + "test_save_model_say_where_it_went_and_evaluate_it_without_training"],
+    ),
+    (
+        "loop-torch-threads-ignored",
+        "actor_critic_gae.py",
+        "torch.set_num_threads(args.torch_threads)",
+        "pass",
+        [SHARED + "test_short_run_writes_standard_keys"],
+    ),
+    (
+        "loop-nested-run-folder",
+        "dqn_atari.py",
+        "{env_id.replace('/', '-')}__",
+        "{env_id}__",
+        [SHARED + "test_run_folders_are_flat_for_namespaced_ids"],
+    ),
+    (
+        "loop-rounding-unsaid",
+        "actor_critic_gae.py",
+        "if steps != total_timesteps:",
+        "if False:",
+        [SHARED + "test_a_run_length_that_is_rounded_says_so"],
+    ),
+    (
+        "loop-never-learns-accepted",
+        "dqn_atari.py",
+        "if args.learning_starts + args.train_frequency > args.total_timesteps:",
+        "if False:",
+        [SHARED + "test_bad_input_exits_2_naming_the_flag"],
+    ),
+    (
+        "loop-video-names-one-package",
+        "reinforce.py",
+        'missing.append("pygame")',
+        "problem = e",
+        [SHARED + "test_capture_video_names_every_missing_package_in_one_line"],
+    ),
+    (
+        "loop-typo-suggests-any-id",
+        "dqn_per_her.py",
+        "close = difflib.get_close_matches(name, supported, n=3)",
+        "close = difflib.get_close_matches(name, list(gym.registry), n=3)",
+        [SHARED + "test_env_id_typos_suggest_ids_the_script_supports"],
+    ),
+    (
+        "loop-track-without-wandb",
+        "actor_critic_gae.py",
+        'if track and importlib.util.find_spec("wandb") is None:',
+        "if False:",
+        [SHARED + "test_track_without_wandb_says_how_to_install_it"],
+    ),
+    (
+        "loop-summary-without-the-model",
+        "dqn_atari.py",
+        "saved.append(model_path)",
+        "pass",
+        [SHARED + "test_save_model_say_where_it_went_and_evaluate_it_without_training"],
+    ),
 ]
 
 
@@ -572,8 +664,10 @@ def main():
     parser.add_argument("--only", default="", help="run the mutants whose id starts with this")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant; a timeout counts as killed")
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/mutants/ too")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP + "; needs a clean tree")
     args = parser.parse_args()
+    if args.record and commit().endswith("-dirty"):  # before any work, not after it
+        sys.exit("--record needs a clean tree: the result must name the commit that made it")
     mutants = [m for m in MUTANTS if m[0].startswith(args.only)]
     assert len({m[0] for m in MUTANTS}) == len(MUTANTS), "mutant ids must be unique"
     start = time.time()
@@ -607,16 +701,12 @@ def main():
         "wall_s": round(wall, 1),
         "summary": summary,
     }
-    folders = [ROOT / "benchmarks" / "runs" / "mutants"]
-    if args.record:
-        if meta["commit"].endswith("-dirty"):
-            sys.exit("--record needs a clean tree: the result must name the commit that made it")
-        folders.append(ROOT / "benchmarks" / "results" / "mutants")
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps({**meta, "mutants": results}, indent=1) + "\n")
-        (folder / "results.md").write_text(markdown(meta, results))
-        print(f"wrote {folder.relative_to(ROOT)}/results.md")
+    if args.record and meta["commit"].endswith("-dirty"):  # the tree changed while the mutants ran
+        sys.exit("--record needs a clean tree: the result must name the commit that made it")
+    folder = output_folder("mutants", args.record)
+    (folder / "results.json").write_text(json.dumps({**meta, "mutants": results}, indent=1) + "\n")
+    (folder / "results.md").write_text(markdown(meta, results))
+    say_wrote(folder, ["results.json", "results.md"], args.record)
     sys.exit(0 if killed == len(results) else 1)
 
 
