@@ -57,6 +57,7 @@ Usage:
     torchrun --standalone --nproc_per_node 2 actor_critic_gae.py --no-cuda  # two processes, a free port
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
     python actor_critic_gae.py --resume runs/.../checkpoint.pt --total-timesteps 1000000  # extend the run
+    python actor_critic_gae.py --evaluate runs/.../model.pt --eval-episodes 20 --capture-video  # no training
 
 TensorBoard keys:
     charts/episodic_return    undiscounted (for Atari: unclipped, whole-game) return of each finished episode
@@ -85,6 +86,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
+from typing import Annotated
 
 import ale_py
 import gymnasium as gym
@@ -116,11 +118,20 @@ class Args:
     """record the evaluation episodes to {run folder}/videos (needs moviepy; not for Atari ids)"""
     progress: bool = True
     """show a progress bar (plain periodic lines when stdout is not a terminal)"""
+    torch_threads: int = 1
+    """torch's CPU threads, 0 for torch's default (one per core); why 1: benchmarks/README.md#threads"""
     checkpoint_every: int = 0
     """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
-    resume: str | None = None
-    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
-    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """checkpoint.pt to continue a run from, in its own folder with its own flags; a new --total-timesteps extends it"""
+    evaluate: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """model.pt or checkpoint.pt to evaluate for --eval-episodes episodes, into a new run folder, without training"""
+    track: bool = False
+    """also send the TensorBoard scalars to Weights & Biases (needs wandb; WANDB_MODE=offline needs no account)"""
+    wandb_project_name: str = "single-file-rl"
+    """Weights & Biases project of --track"""
+    wandb_entity: Annotated[str | None, tyro.conf.arg(metavar="NAME")] = None
+    """Weights & Biases team or user of --track (None: your default entity)"""
     # Environment
     env_id: str = "CartPole-v1"
     """gymnasium id with vector observations, or an Atari id (ALE/Pong-v5, PongNoFrameskip-v4)"""
@@ -137,9 +148,10 @@ class Args:
     """GAE lambda, in [0, 1]: 0 is the one-step TD residual, 1 the Monte Carlo return minus V"""
     learning_rate: float = 0.006
     """Adam learning rate"""
+    # Adam scales every step to about the learning rate, even when the gradient is only noise (as it is once
+    # CartPole is solved); where gradients are smaller than epsilon, steps shrink with them
     adam_eps: float = 1e-3
-    """Adam's epsilon. Adam scales every step to about the learning rate, even when the gradient is only noise
-    (as it is once CartPole is solved); where gradients are smaller than epsilon, steps shrink with them"""
+    """Adam's epsilon, added to the root of its second-moment estimate"""
     anneal_lr: bool = False
     """decay the learning rate linearly to 0 over the run"""
     vf_coef: float = 1.0
@@ -373,8 +385,9 @@ def fail(flag: str, message: str):
     raise SystemExit(2)
 
 
-def check_env_id(env_id: str):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
     module, _, name = env_id.rpartition(":")
     if module:
         try:
@@ -382,8 +395,142 @@ def check_env_id(env_id: str):
         except ImportError as e:
             fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
     if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3)
+        close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name; its files go to {run folder}/wandb. Call before the
+    SummaryWriter exists. WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    os.makedirs(run_dir, exist_ok=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        config=vars(args),
+        sync_tensorboard=True,
+        dir=run_dir,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+
+
+def supported_env_ids() -> list[str]:
+    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
+    Box2D, MuJoCo), a user's registered ids, and the Atari ids (ALE/Pong-v5, PongNoFrameskip-v4); not toy text
+    (discrete observations) or the JAX versions under phys2d/ and tabular/."""
+    gym.register_envs(ale_py)
+    ids = [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
+    return [k for k in ids if "ale_py" not in str(gym.registry[k].entry_point) or atari_game(k)] + [
+        k for k in gym.registry if k.startswith("ALE/") and atari_game(k)
+    ]
 
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
@@ -401,11 +548,17 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
             fail(flag, f"must be positive, got {value}")
     for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
                         ("--eval-episodes", args.eval_episodes), ("--seed", args.seed),
-                        ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
+                        ("--checkpoint-every", args.checkpoint_every),
+                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
     game = atari_game(args.env_id)
     if game is not None:
         with warnings.catch_warnings():  # ale-py warns before returning None; our one-line error says it all
@@ -419,7 +572,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         spaces = envs.single_observation_space, envs.single_action_space
         envs.close()
         return spaces
-    check_env_id(args.env_id)
+    check_env_id(args.env_id, supported_env_ids())
     try:
         env = gym.make(args.env_id)
     except gym.error.DependencyNotInstalled as e:
@@ -432,14 +585,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or Atari")
     if args.capture_video:
-        if importlib.util.find_spec("moviepy") is None:
-            fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
-        try:
-            with gym.make(args.env_id, render_mode="rgb_array") as video_env:
-                video_env.reset(seed=0)
-                video_env.render()
-        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
-            fail("--capture-video", f"{args.env_id} cannot render: {e}")
+        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
     env.close()
     return env.observation_space, env.action_space
 
@@ -451,9 +597,14 @@ class ProgressReport:
         self.total, self.enabled, self.next_line = total, enabled, start
         self.bar = None
         if enabled and sys.stdout.isatty():
-            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
-                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
             self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
             self.bar.start()
 
@@ -509,29 +660,33 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
-def load_checkpoint(path: str, script: str) -> dict:
-    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
     if not os.path.isfile(path):
-        fail("--resume", f"no checkpoint file at {path!r}")
+        fail(flag, f"no file at {path!r}; valid: {valid}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
     except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(
-            "--resume",
-            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
-        )
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
     owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
     if owner != script:
-        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
-        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
     return checkpoint
 
 
 def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
-    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
-    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
-    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
+    own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
@@ -560,6 +715,8 @@ def say_where_resumed(global_step: int, total: int, saved_total: int, schedules:
 
 def main(args: Args) -> dict:
     # 7. Setup
+    if args.evaluate is not None:
+        return evaluate_saved(args)
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, "actor_critic_gae.py")
@@ -573,6 +730,10 @@ def main(args: Args) -> dict:
     args.num_updates = args.total_timesteps // args.batch_size
     if args.num_updates == 0:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps * processes = {args.batch_size}")
+    if rank == 0:
+        say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed)  # the same initial networks in every process ...
@@ -612,14 +773,13 @@ def main(args: Args) -> dict:
         else:
             torch.manual_seed(args.seed + rank + global_step)
     else:
-        unix_time = int(time.time())
-        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
-            unix_time += 1  # never write into an earlier run's folder
+        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
     writer = None
     if rank == 0:
+        print(f"run folder: {run_dir}")
+        start_tracking(args, run_dir)
         writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)  # drop what came after
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-            f"|{k}|{v}|" for k, v in vars(args).items()))  # fmt: skip
+        write_hyperparameters(writer, args)
 
     # the environments restart from new episodes on resume: their state is not saved
     envs = make_envs(args.env_id, args.num_envs)
@@ -627,20 +787,14 @@ def main(args: Args) -> dict:
     rollout = make_rollout(T, N, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum  # finish the update in progress, then checkpoint and exit
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = catch_stop_signals()  # finish the update in progress, then checkpoint and exit
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     def write_checkpoint():
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        save_atomically({"args": vars(args), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                         "global_step": global_step, "update": update + 1, "run_dir": run_dir, "rng": rng,
-                         "script": "actor_critic_gae.py", "lr_anchor": lr_anchor},
-                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+        state = {"args": vars(args), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng}
+        state |= {"global_step": global_step, "update": update + 1, "run_dir": run_dir, "lr_anchor": lr_anchor}
+        save_atomically(state | {"script": "actor_critic_gae.py"}, checkpoint_path)
 
     # 8. Loop
     start_time, start_step, sps = time.time(), global_step, 0
@@ -752,35 +906,65 @@ def main(args: Args) -> dict:
     envs.close()
 
     # 9. Teardown
-    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
-              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [],
-              "interrupted": stop["signal"] is not None,
-              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan")}  # fmt: skip
-    if rank == 0 and stop["signal"] is not None:
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "eval_returns": [], "signal": stop["signal"]}
+    result |= {"interrupted": stop["signal"] is not None}
+    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
+    saved = []
+    if rank == 0 and (stop["signal"] is not None or args.checkpoint_every):
         write_checkpoint()
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
-              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+        saved.append(checkpoint_path)
+    if rank == 0 and stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
     if rank == 0 and stop["signal"] is None:
         model_path = None
         if args.save_model:
             model_path = os.path.join(run_dir, "model.pt")
-            save_atomically({"args": vars(args), "agent": agent.state_dict()}, model_path)
-            print(f"model saved to {model_path}")
+            save_atomically(
+                {"args": vars(args), "agent": agent.state_dict(), "script": "actor_critic_gae.py"}, model_path
+            )
+            saved.append(model_path)
         if args.eval_episodes > 0:
             if model_path:  # evaluate what was saved, exactly as a user would load it
                 agent.load_state_dict(torch.load(model_path, map_location=device)["agent"])
             video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            result["eval_returns"] = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir,
-                                              device)  # fmt: skip
-            for i, r in enumerate(result["eval_returns"]):
-                writer.add_scalar("eval/episodic_return", r, i)
-            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} episodes")
+            seed = args.seed + 10_000
+            result["eval_returns"] = evaluate(agent, args.env_id, args.eval_episodes, seed, video_dir, device)
+            report_evaluation(writer, result["eval_returns"])
+            saved += [video_dir] if video_dir else []
     if writer is not None:
         writer.close()
+        stop_tracking(args.track)
+        print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     if distributed:
         dist.destroy_process_group()
     return result
 
 
+def evaluate_saved(args: Args) -> dict:
+    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
+    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
+    saved = load_checkpoint(args.evaluate, "actor_critic_gae.py", "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    obs_space, action_space = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
+    agent.load_state_dict(saved["agent"])
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir)
+    write_hyperparameters(writer, args)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
+    report_evaluation(writer, returns)
+    writer.close()
+    stop_tracking(args.track)
+    print_paths(run_dir, [video_dir] if video_dir else [])
+    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(exit_status(main(tyro.cli(Args))))

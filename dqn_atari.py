@@ -44,6 +44,7 @@ Usage:
     python dqn_atari.py --env-id PongNoFrameskip-v4 --double-q --checkpoint-every 500000
     python dqn_atari.py --resume runs/PongNoFrameskip-v4__dqn_atari__1__1700000000/checkpoint.pt
     python dqn_atari.py --resume runs/.../checkpoint.pt --total-timesteps 20000000   # extend; epsilon's schedule stays
+    python dqn_atari.py --evaluate runs/.../model.pt --eval-episodes 30 --capture-video  # no training
 
 TensorBoard keys:
     charts/episodic_return    the unclipped score of each finished game (all lives)
@@ -67,7 +68,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import ale_py
 import gymnasium as gym
@@ -95,8 +96,7 @@ class Args:
     cuda: bool = True
     """use CUDA when it is available"""
     torch_threads: int = 1
-    """torch's CPU threads (0: its default, one per core). On 2 cores 1 is fastest: the loop alternates a
-    network call with an environment step, and idle worker threads that spin between calls slowed it 4-10x"""
+    """torch's CPU threads, 0 for torch's default (one per core); why 1: benchmarks/README.md#threads"""
     save_model: bool = False
     """save the Q-network to {run folder}/model.pt at the end"""
     eval_episodes: int = 10
@@ -111,9 +111,16 @@ class Args:
     """agent steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
     checkpoint_replay: bool = True
     """include the replay memory in checkpoints (up to 7 GB); without it a resumed run refills it first"""
-    resume: str | None = None
-    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
-    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """checkpoint.pt to continue a run from, in its own folder with its own flags; a new --total-timesteps extends it"""
+    evaluate: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """model.pt or checkpoint.pt to evaluate for --eval-episodes episodes, into a new run folder, without training"""
+    track: bool = False
+    """also send the TensorBoard scalars to Weights & Biases (needs wandb; WANDB_MODE=offline needs no account)"""
+    wandb_project_name: str = "single-file-rl"
+    """Weights & Biases project of --track"""
+    wandb_entity: Annotated[str | None, tyro.conf.arg(metavar="NAME")] = None
+    """Weights & Biases team or user of --track (None: your default entity)"""
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
     """Atari id: ALE/Breakout-v5 or BreakoutNoFrameskip-v4 (the same game, preprocessed the same way here)"""
@@ -405,6 +412,12 @@ class QNetwork(nn.Module):
 
 
 # 6. Targets and losses
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
     """From start at step 0 to end at step `duration`, linearly, then constant."""
     return start + (end - start) * t / duration if t < duration else end
@@ -438,6 +451,143 @@ def fail(flag: str, message: str):
     raise SystemExit(2)
 
 
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, supported, n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name; its files go to {run folder}/wandb. Call before the
+    SummaryWriter exists. WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    os.makedirs(run_dir, exist_ok=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        config=vars(args),
+        sync_tensorboard=True,
+        dir=run_dir,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+
+
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     """Check every flag before any work; return the single observation and action spaces."""
     for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
@@ -469,10 +619,19 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         fail("--learning-starts", f"must be at least 2 * --num-envs ({2 * args.num_envs}), got {args.learning_starts}")
     if args.buffer_size // args.num_envs < 2 * 4:
         fail("--buffer-size", f"must hold at least 8 transitions per environment, got {args.buffer_size}")
+    if args.learning_starts + args.train_frequency > args.total_timesteps:
+        fail(
+            "--learning-starts",
+            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
+            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
+        )
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
     game = atari_game(args.env_id)
     if game is None or f"ALE/{game}-v5" not in gym.registry:
         atari = [k for k in gym.registry if atari_game(k)]
@@ -485,6 +644,8 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     env.close()
     if not isinstance(spaces[1], gym.spaces.Discrete):
         fail("--env-id", f"{args.env_id} has action space {spaces[1]}; DQN needs a Discrete one")
+    if args.capture_video:
+        check_video(lambda: make_env(args.env_id, args.sticky_actions, render=True))
     return spaces
 
 
@@ -495,9 +656,14 @@ class ProgressReport:
         self.total, self.enabled, self.next_line = total, enabled, start
         self.bar = None
         if enabled and sys.stdout.isatty():
-            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
-                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
             self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
             self.bar.start()
 
@@ -545,29 +711,33 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
-def load_checkpoint(path: str, script: str) -> dict:
-    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
     if not os.path.isfile(path):
-        fail("--resume", f"no checkpoint file at {path!r}")
+        fail(flag, f"no file at {path!r}; valid: {valid}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
     except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(
-            "--resume",
-            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
-        )
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
     owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
     if owner != script:
-        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
-        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
     return checkpoint
 
 
 def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
-    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
-    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
-    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
+    own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
@@ -596,11 +766,14 @@ def say_where_resumed(global_step: int, total: int, saved_total: int, schedules:
 
 def main(args: Args) -> dict:
     # 7. Setup
+    if args.evaluate is not None:
+        return evaluate_saved(args)
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, "dqn_atari.py")
         args = resume_args(args, checkpoint["args"])
     obs_space, action_space = validate(args)
+    say_rounded(args.total_timesteps, -(-args.total_timesteps // args.num_envs) * args.num_envs, "steps of all envs")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -637,32 +810,24 @@ def main(args: Args) -> dict:
         )
         del checkpoint
     else:
-        unix_time = int(time.time())
-        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
-            unix_time += 1  # never write into an earlier run's folder
+        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
+    print(f"run folder: {run_dir}")
+    start_tracking(args, run_dir)
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    write_hyperparameters(writer, args)
 
     envs = make_envs(args.env_id, args.num_envs, args.sticky_actions)
     E = args.num_envs
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum  # finish the step in progress, then checkpoint and exit
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = catch_stop_signals()  # finish the step in progress, then checkpoint and exit
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     def write_checkpoint():
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "target_network": target_network.state_dict(), "global_step": global_step,
-                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng,
-                         "replay": replay.state_dict() if args.checkpoint_replay else None,
-                         "script": "dqn_atari.py", "schedule_timesteps": schedule_timesteps},
-                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+        state = {"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict()}
+        state |= {"target_network": target_network.state_dict(), "global_step": global_step, "rng": rng}
+        state |= {"num_updates": num_updates, "run_dir": run_dir, "schedule_timesteps": schedule_timesteps}
+        state["replay"] = replay.state_dict() if args.checkpoint_replay else None
+        save_atomically(state | {"script": "dqn_atari.py"}, checkpoint_path)
 
     # 8. Loop
     start_time, start_step, sps = time.time(), global_step, 0
@@ -707,7 +872,7 @@ def main(args: Args) -> dict:
 
         # LEARN: one gradient step every train_frequency agent steps
         if len(replay) >= args.learning_starts:
-            for _ in range(global_step // args.train_frequency - (global_step - E) // args.train_frequency):
+            for _ in range(multiples_between(global_step - E, global_step, args.train_frequency)):
                 td_loss, q_taken = dqn_loss(q_network, target_network, replay.sample(args.batch_size, device), args)
                 optimizer.zero_grad()
                 td_loss.backward()
@@ -721,7 +886,7 @@ def main(args: Args) -> dict:
                     writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
                     writer.add_scalar("charts/SPS", sps, global_step)
-            if global_step // args.target_network_frequency > (global_step - E) // args.target_network_frequency:
+            if multiples_between(global_step - E, global_step, args.target_network_frequency):
                 for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
                     tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
 
@@ -736,33 +901,63 @@ def main(args: Args) -> dict:
     envs.close()
 
     # 9. Teardown
-    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
-              "episodic_steps": episodic_steps, "sps": sps, "eval_returns": [],
-              "interrupted": stop["signal"] is not None,
-              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-              "num_updates": num_updates, "replay": replay, "q_network": q_network, "target_network": target_network,
-              "optimizer": optimizer}  # fmt: skip
-    if stop["signal"] is not None:
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "eval_returns": [], "signal": stop["signal"]}
+    result |= {"interrupted": stop["signal"] is not None, "num_updates": num_updates, "replay": replay}
+    result |= {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
+    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
+    saved = []
+    if stop["signal"] is not None or args.checkpoint_every:
         write_checkpoint()
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
-              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+        saved.append(checkpoint_path)
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
     else:
         model_path = None
         if args.save_model:
             model_path = os.path.join(run_dir, "model.pt")
-            save_atomically({"args": vars(args), "q_network": q_network.state_dict()}, model_path)
-            print(f"model saved to {model_path}")
+            save_atomically(
+                {"args": vars(args), "q_network": q_network.state_dict(), "script": "dqn_atari.py"}, model_path
+            )
+            saved.append(model_path)
         if args.eval_episodes > 0:
             if model_path:  # evaluate what was saved, exactly as a user would load it
                 q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
             video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
             result["eval_returns"] = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
-            for i, r in enumerate(result["eval_returns"]):
-                writer.add_scalar("eval/episodic_return", r, i)
-            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} games")
+            report_evaluation(writer, result["eval_returns"])
+            saved += [video_dir] if video_dir else []
     writer.close()
+    stop_tracking(args.track)
+    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     return result
 
 
+def evaluate_saved(args: Args) -> dict:
+    """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes games epsilon-greedy with
+    --eval-epsilon (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
+    saved = load_checkpoint(args.evaluate, "dqn_atari.py", "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's game and preprocessing; how to evaluate from now
+    _, action_space = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    q_network = QNetwork(action_space.n).to(device)
+    q_network.load_state_dict(saved["q_network"])
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir)
+    write_hyperparameters(writer, args)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
+    report_evaluation(writer, returns)
+    writer.close()
+    stop_tracking(args.track)
+    print_paths(run_dir, [video_dir] if video_dir else [])
+    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(exit_status(main(tyro.cli(Args))))

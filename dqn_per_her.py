@@ -52,12 +52,13 @@ Episode boundaries: SAME_STEP autoreset, true final observations from info["fina
 Usage:
     python dqn_per_her.py                                   # DQN + HER, 15 bits, 20k steps: solved by about 10k
     python dqn_per_her.py --n-bits 50 --total-timesteps 120000    # the HER paper's hardest case
-    python dqn_per_her.py --n-bits 20 --no-her              # plain DQN fails from n = 20 on
+    python dqn_per_her.py --n-bits 20 --no-her              # plain DQN: no success at n = 20
     python dqn_per_her.py --n-bits 20 --per                 # prioritized replay, everything else equal
     python dqn_per_her.py --env-id CartPole-v1 --no-her --per --total-timesteps 50000
     python dqn_per_her.py --hidden-size 64 --num-envs 4    # 15 bits at about 1,100 steps per second
     python dqn_per_her.py --env-id BitFlipFixedGoal-v0 --n-bits 30  # Stable-Baselines3's task: 0.9 by about 10k
     python dqn_per_her.py --resume runs/.../checkpoint.pt --total-timesteps 40000  # extend; schedules stay
+    python dqn_per_her.py --evaluate runs/.../model.pt --eval-episodes 100  # no training: success rate of a model
 
 TensorBoard keys:
     charts/episodic_return    undiscounted return of each finished episode
@@ -84,7 +85,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -109,7 +110,7 @@ class Args:
     cuda: bool = False
     """use CUDA when it is available (off by default: these small MLPs run faster on the CPU)"""
     torch_threads: int = 1
-    """torch's CPU threads (0: its default, one per core); small networks gain nothing from more"""
+    """torch's CPU threads, 0 for torch's default (one per core); why 1: benchmarks/README.md#threads"""
     save_model: bool = False
     """save the Q-network to {run folder}/model.pt at the end"""
     eval_episodes: int = 10
@@ -120,9 +121,16 @@ class Args:
     """show a progress bar (plain periodic lines when stdout is not a terminal)"""
     checkpoint_every: int = 0
     """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
-    resume: str | None = None
-    """checkpoint.pt to continue the same run from, into the same run folder, with its saved flags (run length
-    included) except the device and output flags given now; a --total-timesteps given anew extends or ends it"""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """checkpoint.pt to continue a run from, in its own folder with its own flags; a new --total-timesteps extends it"""
+    evaluate: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """model.pt or checkpoint.pt to evaluate for --eval-episodes episodes, into a new run folder, without training"""
+    track: bool = False
+    """also send the TensorBoard scalars to Weights & Biases (needs wandb; WANDB_MODE=offline needs no account)"""
+    wandb_project_name: str = "single-file-rl"
+    """Weights & Biases project of --track"""
+    wandb_entity: Annotated[str | None, tyro.conf.arg(metavar="NAME")] = None
+    """Weights & Biases team or user of --track (None: your default entity)"""
     # Environment
     env_id: str = "BitFlip-v0"
     """gymnasium id: a goal environment (BitFlip-v0, ...) or, with --no-her, one with vector observations"""
@@ -135,9 +143,9 @@ class Args:
     # Algorithm
     buffer_size: int = 1_000_000
     """replay capacity, transitions (one per environment step; HER relabels them when sampled)"""
+    # the PER paper lowers the learning rate 4x with prioritization, whose updates are larger
     learning_rate: float = 1e-3
-    """Adam learning rate (the HER paper's; 3e-3 learns 15 bits faster but 40 bits not at all; the PER paper
-    lowers it 4x with prioritization, whose updates are larger)"""
+    """Adam learning rate (the HER paper's 1e-3)"""
     gamma: float = 0.98
     """discount factor, in [0, 1] (the HER paper's 0.98)"""
     tau: float = 1.0
@@ -150,25 +158,26 @@ class Args:
     """initial exploration rate"""
     end_e: float = 0.05
     """final exploration rate"""
+    # long: random flips keep the episodes, and so their hindsight goals, reaching far from the start while the
+    # network learns (benchmarks/README.md compares shorter decays)
     exploration_fraction: float = 0.5
-    """fraction of --total-timesteps over which epsilon decays linearly (long: random flips keep the episodes,
-    and so their hindsight goals, reaching far from the start while the network learns; with 0.05, 40 and 50
-    bits are never solved, benchmarks/README.md)"""
+    """fraction of --total-timesteps over which epsilon decays linearly"""
     learning_starts: int = 256
     """transitions in the replay before learning starts"""
     train_frequency: int = 1
     """environment steps between gradient steps"""
+    # fewer units run faster; benchmarks/README.md has what the width buys at 15 and 50 bits
     hidden_size: int = 256
-    """units in each of the two hidden layers (64 learns 15 bits as fast per step and runs 1.8 times as many
-    steps per second, but at 50 bits only 256 succeeded: benchmarks/README.md)"""
+    """units in each of the two hidden layers"""
     double_q: bool = False
     """Double DQN target: the online network picks a', the target network values it"""
+    # [min(0, r_min), max(0, r_max)] / (1 - gamma) is the range of true values with rewards in [r_min, r_max],
+    # the smallest and largest the replay has seen (BitFlip-v0: [-1/(1 - gamma), 0])
     target_clip: bool = True
-    """goal environments: clip y to [min(0, r_min), max(0, r_max)] / (1 - gamma), the range of true values with
-    rewards in [r_min, r_max], the smallest and largest the replay has seen (BitFlip-v0: [-1/(1 - gamma), 0])"""
+    """goal environments: clip the TD target y to the range of values the rewards seen allow"""
+    # off by default: benchmarks/README.md compares it with uniform sampling, with and without HER
     per: bool = False
-    """prioritized replay (proportional); off, uniform sampling, by default: with HER it learned 30 bits more
-    slowly (success 0.73 against 0.97 at 20k steps) and nowhere faster in benchmarks/README.md"""
+    """prioritized replay (proportional); off: uniform sampling"""
     per_alpha: float = 0.6
     """priority exponent alpha: 0 is uniform (the paper's 0.6)"""
     per_beta0: float = 0.4
@@ -180,8 +189,7 @@ class Args:
     her_strategy: Literal["future", "final", "episode"] = "future"
     """where relabelled goals come from: achieved later in the episode, at its end, or anywhere in it"""
     her_k: int = 4
-    """relabelled goals per original one: each sampled transition gets a relabelled goal with probability
-    k / (k + 1)"""
+    """relabelled goals per original one: a sampled transition gets a relabelled goal with probability k / (k + 1)"""
 
 
 # 3. Environment
@@ -427,6 +435,12 @@ class QNetwork(nn.Module):
 
 
 # 6. Targets and losses
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
     """From start at step 0 to end at step `duration`, linearly, then constant."""
     return start + (end - start) * t / duration if t < duration else end
@@ -480,8 +494,9 @@ def fail(flag: str, message: str):
     raise SystemExit(2)
 
 
-def check_env_id(env_id: str):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
     module, _, name = env_id.rpartition(":")
     if module:
         try:
@@ -489,8 +504,138 @@ def check_env_id(env_id: str):
         except ImportError as e:
             fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
     if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3)
+        close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name; its files go to {run folder}/wandb. Call before the
+    SummaryWriter exists. WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    os.makedirs(run_dir, exist_ok=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        config=vars(args),
+        sync_tensorboard=True,
+        dir=run_dir,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+
+
+def supported_env_ids() -> list[str]:
+    """The ids a typo is matched against: the bit-flipping tasks of this file, gymnasium's own families with
+    vector observations (classic control, Box2D, MuJoCo) and a user's registered ids; not toy text (discrete
+    observations) or the JAX versions under phys2d/ and tabular/."""
+    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
 
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
@@ -520,11 +665,20 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     if not args.batch_size <= args.learning_starts <= args.buffer_size:
         fail("--learning-starts", f"must be in [--batch-size, --buffer-size] = [{args.batch_size}, "
                                   f"{args.buffer_size}], got {args.learning_starts}")  # fmt: skip
+    if args.learning_starts + args.train_frequency > args.total_timesteps:
+        fail(
+            "--learning-starts",
+            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
+            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
+        )
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
-    check_env_id(args.env_id)
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
+    check_env_id(args.env_id, supported_env_ids())
     try:
         env = make_env(args.env_id, args.n_bits)
     except (gym.error.Error, ImportError) as e:
@@ -544,12 +698,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     if args.capture_video:
         if "rgb_array" not in env.metadata.get("render_modes", []):
             fail("--capture-video", f"{args.env_id} has no rgb_array renderer")
-        try:
-            with make_env(args.env_id, args.n_bits, render=True) as video_env:
-                video_env.reset(seed=0)
-                video_env.render()
-        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
-            fail("--capture-video", f"{args.env_id} cannot render: {e}")
+        check_video(lambda: make_env(args.env_id, args.n_bits, render=True))
     spaces = env.observation_space, env.action_space
     env.close()
     return *spaces, goal
@@ -562,9 +711,14 @@ class ProgressReport:
         self.total, self.enabled, self.next_line = total, enabled, start
         self.bar = None
         if enabled and sys.stdout.isatty():
-            self.bar = Progress(TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[sps]} SPS"), TimeRemainingColumn(),
-                                TextColumn("return {task.fields[ret]}"))  # fmt: skip
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
             self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
             self.bar.start()
 
@@ -609,29 +763,33 @@ def save_atomically(obj, path: str):
     os.replace(path + ".tmp", path)
 
 
-def load_checkpoint(path: str, script: str) -> dict:
-    """--resume: a checkpoint this script wrote, else one line naming the flag and exit 2 (nothing is written)."""
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
     if not os.path.isfile(path):
-        fail("--resume", f"no checkpoint file at {path!r}")
+        fail(flag, f"no file at {path!r}; valid: {valid}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
     except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(
-            "--resume",
-            f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: a checkpoint.pt of {script}",
-        )
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
     owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
     if owner != script:
-        what = f"a checkpoint of {owner}" if isinstance(owner, str) else "not a checkpoint"
-        fail("--resume", f"{path!r} is {what}; valid: a checkpoint.pt of {script}")
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
     return checkpoint
 
 
 def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed run: the checkpoint's own (saved), except how to run it now (device, output,
-    evaluation), which this command line sets. --total-timesteps and --checkpoint-every stay the run's own
-    unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
-    now = "resume cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video checkpoint_replay"
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
+    own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
@@ -660,11 +818,14 @@ def say_where_resumed(global_step: int, total: int, saved_total: int, schedules:
 
 def main(args: Args) -> dict:
     # 7. Setup
+    if args.evaluate is not None:
+        return evaluate_saved(args)
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, "dqn_per_her.py")
         args = resume_args(args, checkpoint["args"])
     obs_space, action_space, goal_env = validate(args)
+    say_rounded(args.total_timesteps, -(-args.total_timesteps // args.num_envs) * args.num_envs, "steps of all envs")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -701,13 +862,11 @@ def main(args: Args) -> dict:
         )
         del checkpoint
     else:
-        unix_time = int(time.time())
-        while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
-            unix_time += 1  # never write into an earlier run's folder
+        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
+    print(f"run folder: {run_dir}")
+    start_tracking(args, run_dir)
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    write_hyperparameters(writer, args)
 
     envs = make_envs(args.env_id, args.num_envs, args.n_bits)
     E = args.num_envs
@@ -715,21 +874,16 @@ def main(args: Args) -> dict:
         env = envs.envs[0].unwrapped
         replay.hindsight = (args.her_strategy, args.her_k, env.compute_reward, getattr(env, "compute_terminated", None))
     episodes = [[] for _ in range(E)]  # HER: the transitions of each environment's episode in progress
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum  # finish the step in progress, then checkpoint and exit
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = catch_stop_signals()  # finish the step in progress, then checkpoint and exit
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     def write_checkpoint():
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        save_atomically({"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "target_network": target_network.state_dict(), "global_step": global_step,
-                         "num_updates": num_updates, "run_dir": run_dir, "rng": rng, "replay": replay.state_dict(),
-                         "script": "dqn_per_her.py", "schedule_timesteps": schedule_timesteps},
-                        os.path.join(run_dir, "checkpoint.pt"))  # fmt: skip
+        state = {"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict()}
+        state |= {"target_network": target_network.state_dict(), "global_step": global_step, "rng": rng}
+        state |= {"num_updates": num_updates, "run_dir": run_dir, "schedule_timesteps": schedule_timesteps}
+        state["replay"] = replay.state_dict()
+        save_atomically(state | {"script": "dqn_per_her.py"}, checkpoint_path)
 
     def store_episode(episode: list):
         """HER: the episode's T transitions, in order, with the goal achieved after each step."""
@@ -795,7 +949,7 @@ def main(args: Args) -> dict:
         # LEARN
         if len(replay) >= args.learning_starts:
             beta = linear_schedule(args.per_beta0, 1.0, schedule_timesteps, global_step)
-            for _ in range(global_step // args.train_frequency - (global_step - E) // args.train_frequency):
+            for _ in range(multiples_between(global_step - E, global_step, args.train_frequency)):
                 b = replay.sample(args.batch_size, beta)
                 clip = args.target_clip and goal_env  # bounds after sampling: they count the relabelled rewards
                 bounds = target_bounds(replay.r_min, replay.r_max, args.gamma) if clip else None
@@ -815,7 +969,7 @@ def main(args: Args) -> dict:
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
                     writer.add_scalar("charts/beta", beta, global_step)
                     writer.add_scalar("charts/SPS", sps, global_step)
-            if global_step // args.target_network_frequency > (global_step - E) // args.target_network_frequency:
+            if multiples_between(global_step - E, global_step, args.target_network_frequency):
                 for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
                     tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
 
@@ -830,35 +984,66 @@ def main(args: Args) -> dict:
     envs.close()
 
     # 9. Teardown
-    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns,
-              "episodic_steps": episodic_steps, "successes": successes, "sps": sps, "eval_returns": [],
-              "eval_successes": [], "interrupted": stop["signal"] is not None, "num_updates": num_updates,
-              "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"), "replay": replay,
-              "q_network": q_network, "target_network": target_network, "optimizer": optimizer}  # fmt: skip
-    if stop["signal"] is not None:
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "successes": successes, "eval_returns": [], "eval_successes": []}
+    result |= {"signal": stop["signal"], "interrupted": stop["signal"] is not None, "num_updates": num_updates}
+    result |= {"replay": replay, "q_network": q_network, "target_network": target_network, "optimizer": optimizer}
+    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
+    saved = []
+    if stop["signal"] is not None or args.checkpoint_every:
         write_checkpoint()
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with "
-              f"--resume {os.path.join(run_dir, 'checkpoint.pt')}")  # fmt: skip
+        saved.append(checkpoint_path)
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
     else:
         model_path = None
         if args.save_model:
             model_path = os.path.join(run_dir, "model.pt")
-            save_atomically({"args": vars(args), "q_network": q_network.state_dict()}, model_path)
-            print(f"model saved to {model_path}")
+            save_atomically(
+                {"args": vars(args), "q_network": q_network.state_dict(), "script": "dqn_per_her.py"}, model_path
+            )
+            saved.append(model_path)
         if args.eval_episodes > 0:
             if model_path:  # evaluate what was saved, exactly as a user would load it
                 q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
             video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            result["eval_returns"], result["eval_successes"] = evaluate(q_network, args, args.seed + 10_000,
-                                                                        video_dir, device)  # fmt: skip
-            for i, r in enumerate(result["eval_returns"]):
-                writer.add_scalar("eval/episodic_return", r, i)
-                if goal_env:
-                    writer.add_scalar("eval/success_rate", result["eval_successes"][i], i)
-            print(f"eval: mean return {np.mean(result['eval_returns']):.1f} over {args.eval_episodes} episodes")
+            returns, successes_ = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
+            result["eval_returns"], result["eval_successes"] = returns, successes_
+            report_evaluation(writer, returns, successes_ if goal_env else None)
+            saved += [video_dir] if video_dir else []
     writer.close()
+    stop_tracking(args.track)
+    recent_successes = successes[-len(recent_returns) :] if goal_env and recent_returns else []
+    rate = f", success rate {np.mean(recent_successes):.2f}" if recent_successes else ""
+    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved, rate)
     return result
 
 
+def evaluate_saved(args: Args) -> dict:
+    """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes episodes with greedy actions
+    (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
+    saved = load_checkpoint(args.evaluate, "dqn_per_her.py", "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    obs_space, action_space, goal_env = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    q_network = QNetwork(network_input(obs_space.sample()).shape[-1], action_space.n, args.hidden_size).to(device)
+    q_network.load_state_dict(saved["q_network"])
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir)
+    write_hyperparameters(writer, args)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns, successes = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
+    report_evaluation(writer, returns, successes if goal_env else None)
+    writer.close()
+    stop_tracking(args.track)
+    print_paths(run_dir, [video_dir] if video_dir else [])
+    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(exit_status(main(tyro.cli(Args))))

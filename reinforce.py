@@ -42,6 +42,9 @@ Usage:
     python reinforce.py                                  # CartPole-v1, learned baseline, reward-to-go
     python reinforce.py --baseline none --no-reward-to-go  # the original 1992 estimator
     python reinforce.py --env-id Pendulum-v1 --total-timesteps 1000000 --num-steps 1000
+    python reinforce.py --save-model --checkpoint-every 50000      # model.pt at the end, checkpoint.pt on the way
+    python reinforce.py --resume runs/CartPole-v1__reinforce__1__1700000000/checkpoint.pt  # after Ctrl-C (exit 130)
+    python reinforce.py --evaluate runs/.../model.pt --eval-episodes 20 --capture-video  # no training
 
 TensorBoard keys:
     charts/episodic_return    undiscounted return of each finished training episode
@@ -61,11 +64,12 @@ import importlib
 import importlib.util
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -96,6 +100,20 @@ class Args:
     """record the evaluation episodes to {run folder}/videos (needs moviepy)"""
     progress: bool = True
     """show a progress bar (plain periodic lines when stdout is not a terminal)"""
+    torch_threads: int = 1
+    """torch's CPU threads, 0 for torch's default (one per core); why 1: benchmarks/README.md#threads"""
+    checkpoint_every: int = 0
+    """environment steps between checkpoints ({run folder}/checkpoint.pt); 0: only on SIGINT/SIGTERM"""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """checkpoint.pt to continue a run from, in its own folder with its own flags; a new --total-timesteps extends it"""
+    evaluate: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """model.pt or checkpoint.pt to evaluate for --eval-episodes episodes, into a new run folder, without training"""
+    track: bool = False
+    """also send the TensorBoard scalars to Weights & Biases (needs wandb; WANDB_MODE=offline needs no account)"""
+    wandb_project_name: str = "single-file-rl"
+    """Weights & Biases project of --track"""
+    wandb_entity: Annotated[str | None, tyro.conf.arg(metavar="NAME")] = None
+    """Weights & Biases team or user of --track (None: your default entity)"""
     # Environment
     env_id: str = "CartPole-v1"
     """gymnasium environment id, with a Discrete or Box action space"""
@@ -103,9 +121,9 @@ class Args:
     """total environment steps, summed over all environments"""
     num_envs: int = 4
     """parallel environments (gymnasium SyncVectorEnv)"""
+    # keep --num-steps longer than most episodes, so that few are cut by the end of a rollout
     num_steps: int = 512
-    """environment steps taken in each environment per update (batch = num_envs * num_steps); keep it longer
-    than most episodes, so that few are cut by the end of a rollout"""
+    """environment steps taken in each environment per update (batch = num_envs * num_steps)"""
     # Algorithm
     gamma: float = 0.99
     """discount factor, in [0, 1]"""
@@ -113,9 +131,10 @@ class Args:
     """b(s) subtracted from the return: a learned value network V(s), or none"""
     reward_to_go: bool = True
     """weight log pi(a_t|s_t) by the return from t on (else by the return from the episode's first step)"""
+    # off by default: once every episode scores the same the advantages are noise, and normalising blows that
+    # noise up to full-size updates
     norm_adv: bool = False
-    """normalise the advantages of each batch to mean 0, std 1 (off: once every episode scores the same, the
-    advantages are noise, and normalising blows that noise up to full-size updates)"""
+    """normalise the advantages of each batch to mean 0, std 1"""
     ent_coef: float = 0.0
     """weight of the entropy bonus in the policy loss"""
     learning_rate: float = 0.003
@@ -253,23 +272,11 @@ def from_episode_start(x: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def fail(flag: str, message: str):
-    """Bad input: one line naming the flag, exit status 2, no traceback."""
-    print(f"error: {flag}: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def check_env_id(env_id: str):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+def supported_env_ids() -> list[str]:
+    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
+    Box2D, MuJoCo) and a user's registered ids; not toy text (discrete observations) or the JAX versions under
+    phys2d/ and tabular/."""
+    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
 
 
 def validate(args: Args) -> gym.Env:
@@ -292,12 +299,22 @@ def validate(args: Args) -> gym.Env:
             fail(flag, f"must be positive, got {value}")
     if args.ent_coef < 0:
         fail("--ent-coef", f"must be non-negative, got {args.ent_coef}")
-    for flag, value in [("--seed", args.seed), ("--eval-episodes", args.eval_episodes)]:
+    for flag, value in [
+        ("--seed", args.seed),
+        ("--eval-episodes", args.eval_episodes),
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--torch-threads", args.torch_threads),
+    ]:
         if value < 0:
             fail(flag, f"must be 0 or more, got {value}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    check_env_id(args.env_id)
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
+    check_env_id(args.env_id, supported_env_ids())
     try:
         env = gym.make(args.env_id)
     except gym.error.DependencyNotInstalled as e:
@@ -305,14 +322,7 @@ def validate(args: Args) -> gym.Env:
     except ImportError as e:
         fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
     if args.capture_video:
-        if importlib.util.find_spec("moviepy") is None:
-            fail("--capture-video", "needs moviepy to write videos: pip install moviepy")
-        try:
-            with gym.make(args.env_id, render_mode="rgb_array") as video_env:
-                video_env.reset(seed=0)
-                video_env.render()
-        except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
-            fail("--capture-video", f"{args.env_id} cannot render: {e}")
+        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
     if not (
         isinstance(env.action_space, gym.spaces.Discrete)
         or (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)
@@ -321,38 +331,6 @@ def validate(args: Args) -> gym.Env:
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box")
     return env
-
-
-class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.next_line = total, enabled, 0
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            self.bar = Progress(
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-                TimeRemainingColumn(),
-                TextColumn("return {task.fields[ret]}"),
-            )
-            self.task = self.bar.add_task("train", total=total, sps=0, ret="-")
-            self.bar.start()
-
-    def update(self, step: int, sps: int, recent: deque):
-        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
-            self.next_line += self.total // 10
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list[float]:
@@ -377,46 +355,340 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: s
     return returns
 
 
+def evaluate_saved(args: Args) -> dict:
+    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
+    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
+    saved = load_checkpoint(args.evaluate, "reinforce.py", "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    probe_env = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    policy = Policy(probe_env.observation_space.shape[0], probe_env.action_space, args.hidden_size).to(device)
+    policy.load_state_dict(saved["policy"])
+    probe_env.close()
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir)
+    write_hyperparameters(writer, args)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(policy, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
+    report_evaluation(writer, returns)
+    writer.close()
+    stop_tracking(args.track)
+    print_paths(run_dir, [video_dir] if video_dir else [])
+    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, supported, n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name; its files go to {run folder}/wandb. Call before the
+    SummaryWriter exists. WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    os.makedirs(run_dir, exist_ok=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        config=vars(args),
+        sync_tensorboard=True,
+        dir=run_dir,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
+    if not os.path.isfile(path):
+        fail(flag, f"no file at {path!r}; valid: {valid}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
+    own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def main(args: Args) -> dict:
     # 7. Setup
+    if args.evaluate is not None:
+        return evaluate_saved(args)
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_checkpoint(args.resume, "reinforce.py")
+        args = resume_args(args, checkpoint["args"])
     probe_env = validate(args)
     args.batch_size = args.num_envs * args.num_steps
     args.num_updates = args.total_timesteps // args.batch_size
+    say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
-
-    envs = make_envs(args.env_id, args.num_envs)
-    envs.action_space.seed(args.seed)
     obs_dim = probe_env.observation_space.shape[0]
     policy = Policy(obs_dim, probe_env.action_space, args.hidden_size).to(device)
     value = mlp(obs_dim, 1, args.hidden_size, out_gain=1.0).to(device)
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     value_optimizer = torch.optim.Adam(value.parameters(), lr=args.vf_learning_rate)
+    global_step, start_update = 0, 0
+    if checkpoint is not None:
+        policy.load_state_dict(checkpoint["policy"])
+        value.load_state_dict(checkpoint["value"])
+        policy_optimizer.load_state_dict(checkpoint["policy_optimizer"])
+        value_optimizer.load_state_dict(checkpoint["value_optimizer"])
+        global_step, start_update, run_dir = checkpoint["global_step"], checkpoint["update"], checkpoint["run_dir"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        say_where_resumed(
+            global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], "no schedule to keep"
+        )
+        del checkpoint
+    else:
+        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
+    print(f"run folder: {run_dir}")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
+    write_hyperparameters(writer, args)
+
+    # the environments restart from new episodes on resume: their state is not saved
+    envs = make_envs(args.env_id, args.num_envs)
+    envs.action_space.seed(args.seed + global_step)
     use_baseline = args.baseline == "value"
     T, N = args.num_steps, args.num_envs
     rollout = make_rollout(T, N, probe_env.observation_space, probe_env.action_space, device)
     low, high = (None, None) if policy.discrete else (probe_env.action_space.low, probe_env.action_space.high)
     probe_env.close()
+    stop = catch_stop_signals()
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+
+    def write_checkpoint():
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        state = {"args": vars(args), "policy": policy.state_dict(), "value": value.state_dict(), "rng": rng}
+        state |= {"policy_optimizer": policy_optimizer.state_dict(), "value_optimizer": value_optimizer.state_dict()}
+        state |= {"global_step": global_step, "update": update + 1, "run_dir": run_dir, "script": "reinforce.py"}
+        save_atomically(state, checkpoint_path)
 
     # 8. Loop
-    global_step, start_time = 0, time.time()
+    start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
     ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    progress = ProgressReport(args.num_updates * args.batch_size, args.progress)
-    next_obs, _ = envs.reset(seed=args.seed)
+    progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress)
+    next_obs, _ = envs.reset(seed=args.seed + global_step)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    for update in range(args.num_updates):
+    next_checkpoint = global_step + args.checkpoint_every
+    update = start_update - 1
+    for update in range(start_update, args.num_updates):
         rollout.next_values.zero_()
         for t in range(T):
             # ACT
@@ -491,7 +763,7 @@ def main(args: Args) -> dict:
                 value_optimizer.step()
 
         # LOG
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("losses/policy_loss", policy_loss.item(), global_step)
         writer.add_scalar("losses/entropy", entropy.mean().item(), global_step)
         if use_baseline:
@@ -500,37 +772,52 @@ def main(args: Args) -> dict:
             writer.add_scalar("losses/explained_variance", explained.item(), global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(global_step, sps, recent_returns)
+        if args.checkpoint_every and global_step >= next_checkpoint:
+            write_checkpoint()
+            next_checkpoint += args.checkpoint_every
+        if stop["signal"] is not None:
+            break
     progress.close()
     envs.close()
 
     # 9. Teardown
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        state = {"args": vars(args), "policy": policy.state_dict(), "value": value.state_dict()}
-        torch.save(state, model_path + ".tmp")
-        os.replace(model_path + ".tmp", model_path)  # atomic: a crash never leaves a half-written model
-        print(f"model saved to {model_path}")
-    eval_returns = []
-    if args.eval_episodes > 0:
-        if model_path:  # evaluate what was saved, exactly as a user would load it
-            policy.load_state_dict(torch.load(model_path, map_location=device)["policy"])
-        video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-        eval_returns = evaluate(policy, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print(f"eval: mean return {np.mean(eval_returns):.1f} over {len(eval_returns)} episodes")
-    writer.close()
-    return {
+    result = {
         "run_dir": run_dir,
         "global_step": global_step,
         "episodic_returns": episodic_returns,
         "episodic_steps": episodic_steps,
         "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-        "eval_returns": eval_returns,
+        "eval_returns": [],
         "sps": sps,
+        "signal": stop["signal"],
+        "interrupted": stop["signal"] is not None,
     }
+    saved = []
+    if stop["signal"] is not None or args.checkpoint_every:
+        write_checkpoint()
+        saved.append(checkpoint_path)
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
+    else:
+        model_path = None
+        if args.save_model:
+            model_path = os.path.join(run_dir, "model.pt")
+            state = {"args": vars(args), "policy": policy.state_dict(), "value": value.state_dict()}
+            save_atomically(state | {"script": "reinforce.py"}, model_path)
+            saved.append(model_path)
+        if args.eval_episodes > 0:
+            if model_path:  # evaluate what was saved, exactly as a user would load it
+                policy.load_state_dict(torch.load(model_path, map_location=device)["policy"])
+            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+            seed = args.seed + 10_000
+            result["eval_returns"] = evaluate(policy, args.env_id, args.eval_episodes, seed, video_dir, device)
+            report_evaluation(writer, result["eval_returns"])
+            saved += [video_dir] if video_dir else []
+    writer.close()
+    stop_tracking(args.track)
+    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
+    return result
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(exit_status(main(tyro.cli(Args))))
