@@ -398,7 +398,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     assert torch.load(os.path.join(no_replay["run_dir"], "checkpoint.pt"), weights_only=False)["replay"] is None
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
     flags = ["--total-timesteps", "100000", "--buffer-size", "5000", "--learning-starts", "1000", "--no-progress",
              "--no-cuda", "--eval-episodes", "0"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(ROOT / "dqn_atari.py"), *flags], cwd=tmp_path,
@@ -409,7 +409,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signal.SIGTERM, err
     (path,) = tmp_path.glob("runs/*/checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
     assert 0 < ckpt["global_step"] < 100000 and f"--resume {os.path.relpath(path, tmp_path)}" in out

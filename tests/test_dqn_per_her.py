@@ -200,8 +200,8 @@ def fill_with_episodes(replay: H.ReplayMemory, lengths, n: int, rng) -> list:
 
 def test_sampled_batches_relabel_k_of_k_plus_1_goals_with_their_own_episodes_later_goals(in_tmp):
     n, k = 6, 4
-    result = H.main(H.Args(n_bits=n, her_k=k, total_timesteps=400, learning_starts=2000, buffer_size=10_000,
-                           batch_size=32, progress=False, eval_episodes=0))  # fmt: skip
+    flags = {"batch_size": 32, "progress": False, "eval_episodes": 0}  # learning from step 399 on: the replay fills
+    result = H.main(H.Args(n_bits=n, her_k=k, total_timesteps=400, learning_starts=399, buffer_size=10_000, **flags))
     replay, env = result["replay"], H.BitFlipEnv(n)
     stored = result["episodic_steps"][-1]  # one transition per step of each finished episode, as it happened
     assert len(replay) == stored > 350

@@ -7,7 +7,11 @@ import inspect
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, run_script, scalars
@@ -39,6 +43,9 @@ SCRIPTS = {
             (["--env-id", "CarRacing-v3"], "--env-id"),  # needs Box2D: unsupported or not installed
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
             (["--eval-episodes", "-1"], "--eval-episodes"),
+            (["--torch-threads", "-1"], "--torch-threads"),
+            (["--resume", "no/such/checkpoint.pt"], "--resume"),
+            (["--evaluate", "no/such/model.pt"], "--evaluate"),
         ],
     },
     "actor_critic_gae.py": {
@@ -69,6 +76,8 @@ SCRIPTS = {
             (["--env-id", "ALE/Pong-v5", "--capture-video"], "--capture-video"),
             (["--resume", "no/such/checkpoint.pt"], "--resume"),
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
+            (["--torch-threads", "-1"], "--torch-threads"),
+            (["--evaluate", "no/such/model.pt"], "--evaluate"),
         ],
     },
     "dqn_atari.py": {
@@ -100,6 +109,8 @@ SCRIPTS = {
             (["--env-id", "BreakoutNoFrameskip-v9"], "--env-id"),
             (["--resume", "no/such/checkpoint.pt"], "--resume"),
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
+            (["--total-timesteps", "3000"], "--learning-starts"),  # below the default 80k: never a gradient step
+            (["--evaluate", "no/such/model.pt"], "--evaluate"),
         ],
     },
     "dqn_per_her.py": {
@@ -131,6 +142,8 @@ SCRIPTS = {
             (["--env-id", "Pendulum-v1", "--no-her"], "--env-id"),
             (["--capture-video"], "--capture-video"),
             (["--resume", "no/such/checkpoint.pt"], "--resume"),
+            (["--total-timesteps", "200"], "--learning-starts"),  # below the default 256: never a gradient step
+            (["--evaluate", "no/such/model.pt"], "--evaluate"),
         ],
     },
 }
@@ -169,7 +182,12 @@ def test_help_documents_every_flag(script, tmp_path):
 
 @pytest.mark.parametrize("script", ALL)
 def test_short_run_writes_standard_keys(script, in_tmp):
-    result = load(script).main(tiny_args(script, eval_episodes=2))
+    assert load(script).Args.torch_threads == 1  # the default; --torch-threads reaches torch:
+    try:
+        result = load(script).main(tiny_args(script, eval_episodes=2, torch_threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
     run_dir = result["run_dir"]
     env_id = SCRIPTS[script]["tiny"].get("env_id", load(script).Args.env_id)
     assert re.fullmatch(rf"runs/{re.escape(env_id)}__{script[:-3]}__1__\d{{10}}", run_dir)
@@ -183,13 +201,40 @@ def test_short_run_writes_standard_keys(script, in_tmp):
     assert steps == sorted(steps) and steps[-1] <= result["global_step"]
 
 
+EVALUATE = {"dqn_atari.py": {"eval_epsilon": 0.0}}  # greedy: the same games whatever the evaluation's rng
+OTHER_ENV = {"dqn_atari.py": "PongNoFrameskip-v4"}  # an env id the saved run did not use (else Acrobot-v1)
+
+
 @pytest.mark.parametrize("script", ALL)
-def test_save_model_and_evaluate_it(script, in_tmp):
-    result = load(script).main(tiny_args(script, save_model=True, eval_episodes=3))
-    path = os.path.join(result["run_dir"], "model.pt")
-    state = torch.load(path, weights_only=False)
-    assert state["args"]["seed"] == 1 and len(result["eval_returns"]) == 3
-    assert not [f for f in os.listdir(result["run_dir"]) if f.endswith(".tmp")]
+def test_save_model_say_where_it_went_and_evaluate_it_without_training(script, in_tmp, capsys):
+    """A run says its folder first and ends with a summary naming what it saved. Then --evaluate model.pt: the saved
+    run's environment and network (an --env-id given now does not override the file's), --eval-episodes episodes
+    of the evaluation policy with the same returns as the evaluation at the end of training, logged to a new run
+    folder that holds only eval/ scalars; the training run's folder is left as it was."""
+    module = load(script)
+    trained = module.main(tiny_args(script, save_model=True, eval_episodes=3, **EVALUATE.get(script, {})))
+    run_dir, model = trained["run_dir"], os.path.join(trained["run_dir"], "model.pt")
+    assert torch.load(model, weights_only=False)["args"]["seed"] == 1 and len(trained["eval_returns"]) == 3
+    assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run folder: {run_dir}"  # the first line (no note: the tiny runs are whole updates)
+    (summary,) = [i for i, line in enumerate(lines) if line.startswith("summary: ")]
+    steps = trained["global_step"]
+    assert re.match(rf"summary: step {steps}, {steps} steps in [\d.]+ s \(\d+ SPS\); mean return ", lines[summary])
+    assert f"{np.mean(trained['episodic_returns'][-20:]):.1f} over the last " in lines[summary], lines[summary]
+    assert lines[summary + 1 :] == [f"  saved: {model}", f"  tensorboard --logdir {run_dir}"]
+
+    before = {p: os.stat(os.path.join(run_dir, p)).st_mtime_ns for p in os.listdir(run_dir)}
+    flags = {"eval_episodes": 3, "progress": False, "cuda": False, **EVALUATE.get(script, {})}
+    result = module.main(module.Args(evaluate=model, env_id=OTHER_ENV.get(script, "Acrobot-v1"), **flags))
+    out = capsys.readouterr().out
+    assert result["eval_returns"] == trained["eval_returns"]
+    assert result["run_dir"] != run_dir and f"run folder: {result['run_dir']} (evaluating {model})" in out
+    assert f"eval: mean return {np.mean(result['eval_returns']):.1f} over 3 episodes" in out
+    logged = scalars(result["run_dir"])
+    assert [v for _, v in logged["eval/episodic_return"]] == pytest.approx(result["eval_returns"])
+    assert not [k for k in logged if not k.startswith("eval/")]  # nothing trained
+    assert before == {p: os.stat(os.path.join(run_dir, p)).st_mtime_ns for p in before}
 
 
 @pytest.mark.parametrize("script", ALL)
@@ -236,15 +281,16 @@ def test_capture_video_records_evaluation(script, in_tmp):
 @pytest.mark.parametrize("script", ALL)
 def test_progress_lines_when_not_a_terminal(script, in_tmp, capsys):
     load(script).main(tiny_args(script, progress=True, eval_episodes=0))
-    lines = [line for line in capsys.readouterr().out.splitlines() if "SPS" in line]
-    assert lines and re.search(r"step \d+/\d+ \| \d+ SPS \| ETA \d+s", lines[-1])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines and re.fullmatch(r"step \d+/\d+ \| \d+ SPS \| ETA \d+s \| return (-|-?[\d.]+)", lines[-1])
     load(script).main(tiny_args(script, progress=False, eval_episodes=0))
-    assert "SPS" not in capsys.readouterr().out
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
 
 
 # Resume: the three scripts that checkpoint. Each a tiny run whose schedule (epsilon, or the annealed learning
 # rate) spans the whole run, so that a schedule stretched over another length shows.
 RESUMABLE = {
+    "reinforce.py": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 64},  # no schedule to keep
     "actor_critic_gae.py": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 8, "anneal_lr": True},
     "dqn_atari.py": {
         "total_timesteps": 800,
@@ -270,6 +316,8 @@ def schedule_errors(script: str, module, run_dir: str, args, resumed_at: int) ->
     new length, falls linearly from its value at the resume to 0 at the new end)."""
     logged = scalars(run_dir)
     errors = []
+    if script == "reinforce.py":
+        return errors
     if script == "actor_critic_gae.py":
         batch, total = args.num_envs * args.num_steps, args.total_timesteps
         u0 = resumed_at // batch
@@ -315,10 +363,12 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         path = os.path.join(first["run_dir"], "checkpoint.pt")
         stopped_at = first["global_step"]
         assert first["interrupted"] and stopped_at < args.total_timesteps
+        assert module.exit_status(first) == 128 + signal.SIGTERM  # the status the script exits with: 143
         capsys.readouterr()
 
         resumed = module.main(module.Args(resume=path, progress=False, cuda=False, eval_episodes=0))
         assert resumed["run_dir"] == first["run_dir"] and resumed["global_step"] == args.total_timesteps
+        assert module.exit_status(resumed) == 0
         assert f"resume: step {stopped_at} of {args.total_timesteps}" in capsys.readouterr().out
         assert not schedule_errors(script, module, first["run_dir"], args, stopped_at)
 
@@ -422,6 +472,20 @@ def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_
 SHARED_TEXT = [
     "fail",
     "check_env_id",
+    "check_video",
+    "check_tracking",
+    "start_tracking",
+    "stop_tracking",
+    "new_run_dir",
+    "write_hyperparameters",
+    "catch_stop_signals",
+    "exit_status",
+    "say_rounded",
+    "print_summary",
+    "print_paths",
+    "report_evaluation",
+    "ProgressReport",
+    "multiples_between",
     "load_checkpoint",
     "resume_args",
     "say_where_resumed",
@@ -439,3 +503,213 @@ def test_shared_helpers_are_one_text_in_every_script_that_has_them(name):
     texts = {s: inspect.getsource(getattr(load(s), name)) for s in ALL if hasattr(load(s), name)}
     assert len(texts) >= 2, f"{name} is in {list(texts)} only"
     assert len(set(texts.values())) == 1, f"{name} differs between {list(texts)}: edit it the same way in each"
+
+
+# The user's loop: start a run, find it, stop it, resume it, evaluate what it saved (issue 12)
+
+
+def cli_flags(fields: dict) -> list:
+    """Args fields as a command line: {"num_envs": 4, "her": False} -> ["--num-envs=4", "--no-her"]."""
+    flag = lambda k: k.replace("_", "-")
+    return [
+        (f"--{flag(k)}" if v else f"--no-{flag(k)}") if isinstance(v, bool) else f"--{flag(k)}={v}"
+        for k, v in fields.items()
+    ]
+
+
+def wait_for_line(proc, prefix: str, timeout: float) -> list:
+    """Lines of proc's stdout up to the first that starts with prefix."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no line starting {prefix!r} in {timeout} s: {lines}")
+
+
+STOP_FLAGS = {
+    "reinforce.py": ["--total-timesteps", "50000000", "--num-steps", "64"],
+    "actor_critic_gae.py": ["--total-timesteps", "50000000"],
+    "dqn_atari.py": ["--total-timesteps", "1000000", "--buffer-size", "3000", "--learning-starts", "1000"],
+    "dqn_per_her.py": ["--total-timesteps", "10000000", "--buffer-size", "5000"],
+}
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130(script, tmp_path):
+    """SIGINT, as Ctrl-C sends it, once training runs: the checkpoint is written first, the summary names it, and
+    the exit status is 130 (128 + 2), what shells and schedulers expect of an interrupted program."""
+    flags = [*STOP_FLAGS[script], "--no-cuda", "--eval-episodes", "0", "--progress"]  # plain lines: not a tty
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, str(ROOT / script), *flags]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        head = wait_for_line(proc, "step ", 120)  # the loop has started: its first progress line
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = head + out.splitlines()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    (checkpoint,) = tmp_path.glob("runs/*/checkpoint.pt")
+    run_dir = str(checkpoint.parent.relative_to(tmp_path))
+    assert lines[0] == f"run folder: {run_dir}" or lines[1] == f"run folder: {run_dir}", lines[:2]
+    assert any(line.startswith("summary: step ") for line in lines)
+    assert f"  saved: {run_dir}/checkpoint.pt" in lines and lines[-1] == f"  tensorboard --logdir {run_dir}"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] > 0
+
+
+@pytest.mark.parametrize("script", list(RESUMABLE))
+def test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model(script, in_tmp, capsys):
+    module = load(script)
+    args = tiny_args(script, **RESUMABLE[script], save_model=True, checkpoint_every=10**9, eval_episodes=1)
+    trained = module.main(args)
+    checkpoint = os.path.join(trained["run_dir"], "checkpoint.pt")
+    result = module.main(module.Args(evaluate=checkpoint, eval_episodes=1, progress=False, cuda=False))
+    assert result["eval_returns"] == trained["eval_returns"]
+    # resumed at its end, the run trains nothing and evaluates the networks it restored
+    at_end = module.main(module.Args(resume=checkpoint, eval_episodes=1, progress=False, cuda=False))
+    assert at_end["global_step"] == trained["global_step"] and at_end["eval_returns"] == trained["eval_returns"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(module.Args(resume=os.path.join(trained["run_dir"], "model.pt"), progress=False, cuda=False))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "--resume" in err[0] and "model.pt" in err[0], err
+    with pytest.raises(SystemExit):
+        module.main(module.Args(evaluate=checkpoint, resume=checkpoint, progress=False, cuda=False))
+    assert "--evaluate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_evaluate_refuses_another_scripts_model(script, in_tmp, capsys):
+    other = next(s for s in ALL if s != script)
+    torch.save({"script": other, "args": {}}, "model.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        load(script).main(load(script).Args(evaluate="model.pt", progress=False, cuda=False))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --evaluate: "), err
+    assert other in err[0] and f"valid: a model.pt or checkpoint.pt of {script}" in err[0]
+    assert not os.path.exists("runs")
+
+
+ROUNDED = {  # a --total-timesteps that is not a whole number of the loop's iterations, and the steps it runs
+    "reinforce.py": ({"total_timesteps": 3000, "num_envs": 4, "num_steps": 128}, 2560),
+    "actor_critic_gae.py": ({"total_timesteps": 3000, "num_envs": 4, "num_steps": 8}, 2976),
+    "dqn_atari.py": ({**RESUMABLE["dqn_atari.py"], "total_timesteps": 801, "num_envs": 2}, 802),
+    "dqn_per_her.py": ({**RESUMABLE["dqn_per_her.py"], "total_timesteps": 1601, "num_envs": 2}, 1602),
+}
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_a_run_length_that_is_rounded_says_so(script, in_tmp, capsys):
+    flags, steps = ROUNDED[script]
+    result = load(script).main(tiny_args(script, **flags, eval_episodes=0))
+    out = capsys.readouterr().out
+    assert result["global_step"] == steps
+    assert f"note: --total-timesteps {flags['total_timesteps']} runs as {steps}, a whole number of " in out
+
+
+@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py", "dqn_per_her.py"])
+def test_capture_video_names_every_missing_package_in_one_line(script, in_tmp, monkeypatch, capsys):
+    """Neither moviepy nor pygame (classic control's renderer): one line names both, not one per try."""
+    module = load(script)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        module.importlib.util, "find_spec", lambda n, *a: None if n in ("moviepy", "pygame") else real(n, *a)
+    )
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame fails, as when it is not installed
+    monkeypatch.setitem(sys.modules, "pygame.gfxdraw", None)
+    args = tiny_args(script, capture_video=True, eval_episodes=1)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(dataclasses.replace(args, env_id="CartPole-v1", her=False) if script == "dqn_per_her.py" else args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: --capture-video: ") and "pip install moviepy pygame" in err[0], err
+
+
+@pytest.mark.parametrize("script", ["reinforce.py", "dqn_atari.py"])
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("moviepy") and importlib.util.find_spec("pygame")), reason="no moviepy, pygame"
+)
+def test_capture_video_prints_no_stray_sdl_errors(script, tmp_path, monkeypatch):
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    tiny = cli_flags(SCRIPTS[script]["tiny"])
+    result = run_script(script, *tiny, "--capture-video", "--eval-episodes", "1", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "error" not in result.stderr.lower(), result.stderr
+    assert list(tmp_path.glob("runs/*/videos/*.mp4"))
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_run_folders_are_flat_for_namespaced_ids(script, in_tmp):
+    run_dir = load(script).new_run_dir("ALE/Breakout-v5", "exp", 3)
+    assert re.fullmatch(r"runs/ALE-Breakout-v5__exp__3__\d{10}", run_dir), run_dir
+
+
+def test_an_atari_run_with_a_namespaced_id_is_one_folder(in_tmp):
+    args = tiny_args("actor_critic_gae.py", env_id="ALE/Pong-v5", num_envs=2, num_steps=5, total_timesteps=10)
+    result = load("actor_critic_gae.py").main(dataclasses.replace(args, eval_episodes=0))
+    assert os.listdir("runs") == [os.path.basename(result["run_dir"])]
+    assert result["run_dir"].startswith("runs/ALE-Pong-v5__actor_critic_gae__1__")
+
+
+@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py", "dqn_per_her.py"])
+def test_env_id_typos_suggest_ids_the_script_supports(script, in_tmp, capsys):
+    module = load(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(tiny_args(script, env_id="CartPol-v1", **({"her": False} if script == "dqn_per_her.py" else {})))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--env-id" in err
+    suggestions = err.split("did you mean ")[1].rstrip("?\n").split(", ")
+    assert "CartPole-v1" in suggestions and not [s for s in suggestions if "/" in s], suggestions  # no phys2d/...
+    assert set(suggestions) <= set(module.supported_env_ids())
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_help_reads_as_prose_one_line_per_docstring(script, tmp_path):
+    """tyro keeps the line breaks of a docstring written over several source lines, which --help then shows as
+    ragged lines: every flag's docstring is one line, shown whole on one line of a wide --help."""
+    source = (ROOT / script).read_text()
+    docs = dict(re.findall(r'^    (\w+): [^\n]+\n    """(.+?)"""', source, re.MULTILINE | re.DOTALL))
+    flags = [f.name for f in dataclasses.fields(load(script).Args) if f.init]
+    env = dict(os.environ, COLUMNS="1000")
+    command = [sys.executable, str(ROOT / script), "--help"]
+    out = subprocess.run(command, check=False, capture_output=True, text=True, env=env).stdout
+    for name in flags:
+        assert "\n" not in docs[name], f"the docstring of {name} spans several lines"
+        assert any(docs[name] in line for line in out.splitlines()), f"{name}'s docstring is not one line of --help"
+    assert "--resume PATH" in out and "--evaluate PATH" in out and "{None}" not in out
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_track_without_wandb_says_how_to_install_it(script, in_tmp, monkeypatch, capsys):
+    module = load(script)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(tiny_args(script, track=True))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --track: "), err
+    assert "pip install wandb" in err[0] and "WANDB_MODE=offline" in err[0]
+    assert not os.path.exists("runs")
+
+
+@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py"])  # start_tracking is one text in all
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb (optional) not installed")
+def test_track_sends_the_tensorboard_scalars_to_wandb_offline(script, tmp_path):
+    tiny = cli_flags(SCRIPTS[script]["tiny"])
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_SILENT="true")
+    command = [sys.executable, str(ROOT / script), *tiny, "--track", "--no-progress", "--no-cuda", "--eval-episodes=1"]
+    result = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = tmp_path.glob("runs/*/wandb/offline-run-*/run-*.wandb")  # inside the run folder, nowhere else
+    assert not (tmp_path / "wandb").exists()
+    data = run.read_bytes()
+    for key in SCRIPTS[script]["keys"] + ["eval/episodic_return"]:
+        assert key.encode() in data, f"{key} not sent to wandb"
