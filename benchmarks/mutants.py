@@ -556,8 +556,8 @@ MUTANTS = [
     (
         "loop-torch-threads-ignored",
         "actor_critic_gae.py",
-        "torch.set_num_threads(args.torch_threads)",
-        "pass",
+        "torch.set_num_threads(args.torch_threads)\n    random.seed(args.seed + rank)",
+        "pass\n    random.seed(args.seed + rank)",
         [SHARED + "test_short_run_writes_standard_keys"],
     ),
     (
