@@ -80,6 +80,7 @@ import importlib
 import importlib.util
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -540,20 +541,21 @@ def check_tracking(track: bool):
 
 def start_tracking(args, run_dir: str):
     """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name; its files go to {run folder}/wandb. Call before the
-    SummaryWriter exists. WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
+    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
+    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
     if not args.track:
         return
     import wandb
 
-    os.makedirs(run_dir, exist_ok=True)
     wandb.init(
         project=args.wandb_project_name,
         entity=args.wandb_entity,
         name=os.path.basename(run_dir),
+        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
+        resume="allow",
         config=vars(args),
         sync_tensorboard=True,
-        dir=run_dir,
     )
 
 
@@ -592,6 +594,12 @@ def catch_stop_signals() -> dict:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     return stop
+
+
+def release_stop_signals():
+    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def exit_status(result: dict) -> int:
@@ -787,7 +795,7 @@ def resume_args(args: Args, saved: dict) -> Args:
     evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
     own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
     now = (
-        "resume evaluate cuda torch_threads progress save_model eval_episodes eval_epsilon capture_video "
+        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
         "checkpoint_replay track wandb_project_name wandb_entity"
     )
     kept = {}
@@ -982,6 +990,7 @@ def main(args: Args) -> dict:
             break
     progress.close()
     envs.close()
+    release_stop_signals()
 
     # 9. Teardown
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
@@ -1046,4 +1055,8 @@ def evaluate_saved(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_status(main(tyro.cli(Args))))
+    try:
+        sys.exit(exit_status(main(tyro.cli(Args))))
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (evaluation): nothing to save
+        print("stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
