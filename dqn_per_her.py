@@ -792,8 +792,9 @@ def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
 
 def resume_args(args: Args, saved: dict) -> Args:
     """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps and --checkpoint-every stay the run's
-    own unless given with a value other than their default: a run length given on purpose extends (or ends) it."""
+    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
+    stay the run's own unless given with a value other than their default: a run length given on purpose extends
+    (or ends) it."""
     now = (
         "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
         "checkpoint_replay track wandb_project_name wandb_entity"
@@ -802,7 +803,10 @@ def resume_args(args: Args, saved: dict) -> Args:
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
             continue
-        if field.name in ("total_timesteps", "checkpoint_every") and getattr(args, field.name) != field.default:
+        if (
+            field.name in ("total_timesteps", "checkpoint_every", "save_model")
+            and getattr(args, field.name) != field.default
+        ):
             continue
         kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
