@@ -159,241 +159,7 @@ class Args:
     """Double DQN target: the online network picks a', the target network values it"""
 
 
-# 3. Environment
-def atari_game(env_id: str) -> str | None:
-    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'Pong'; None for other ids."""
-    match = re.fullmatch(r"ALE/(\w+)-v5|(\w+)NoFrameskip-v4", env_id)
-    return None if match is None else match.group(1) or match.group(2)
-
-
-class NoopReset(gym.Wrapper):
-    """At reset, take a random number (1 to noop_max) of no-op actions: varied starting states."""
-
-    def __init__(self, env: gym.Env, noop_max: int = 30):
-        super().__init__(env)
-        self.noop_max = noop_max
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):
-            obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
-                obs, info = self.env.reset()
-        return obs, info
-
-
-class MaxAndSkip(gym.Wrapper):
-    """Repeat each action for `skip` frames, sum their rewards, return the max of the last two frames."""
-
-    def __init__(self, env: gym.Env, skip: int = 4):
-        super().__init__(env)
-        self.skip = skip
-
-    def step(self, action):
-        total, last_two = 0.0, []
-        for _ in range(self.skip):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += reward
-            last_two = [*last_two[-1:], obs]
-            if terminated or truncated:
-                break
-        return np.maximum(last_two[0], last_two[-1]), total, terminated, truncated, info
-
-
-class FireOnStart(gym.Wrapper):
-    """Press FIRE at reset and after every lost life, in games that wait for it to go on (Breakout, ...): a
-    policy that never chooses FIRE would otherwise wait until the time limit. The press after a lost life is
-    part of the agent's step: its reward is added, its end of game or truncation is reported."""
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        obs, _, terminated, truncated, info = self.env.step(1)
-        if terminated or truncated:
-            obs, info = self.env.reset(**kwargs)
-        self.lives = info["lives"]
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if info["lives"] < self.lives and not (terminated or truncated):
-            obs, fire_reward, terminated, truncated, info = self.env.step(1)
-            reward += fire_reward
-        self.lives = info["lives"]
-        return obs, reward, terminated, truncated, info
-
-
-class LifeLoss(gym.Wrapper):
-    """info["life_lost"]: a life was lost in this step but the game goes on (terminal for learning only)."""
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.lives = info["lives"]
-        return obs, {**info, "life_lost": False}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        life_lost = info["lives"] < self.lives and not (terminated or truncated)
-        self.lives = info["lives"]
-        return obs, reward, terminated, truncated, {**info, "life_lost": life_lost}
-
-
-def area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights that average the input cells each output cell covers (area interpolation)."""
-    edges = np.linspace(0, n_in, n_out + 1)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    cells = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
-    return (overlap / (hi - lo)).astype(np.float32)
-
-
-class Resize84(gym.ObservationWrapper):
-    """(210, 160) grayscale -> (84, 84) uint8 by area averaging: rows @ frame @ cols.T."""
-
-    def __init__(self, env: gym.Env, size: int = 84):
-        super().__init__(env)
-        h, w = env.observation_space.shape
-        self.rows, self.cols = area_matrix(h, size), area_matrix(w, size).T
-        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
-
-    def observation(self, obs):
-        return np.rint(self.rows @ obs.astype(np.float32) @ self.cols).astype(np.uint8)
-
-
-class FrameStack(gym.Wrapper):
-    """Observation (k, 84, 84): the last k frames, oldest first, zeros before the episode's first frame."""
-
-    def __init__(self, env: gym.Env, k: int = 4):
-        super().__init__(env)
-        self.frames = np.zeros((k, *env.observation_space.shape), np.uint8)
-        self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.frames[:] = 0
-        self.frames[-1] = obs
-        return self.frames.copy(), info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.frames[:-1] = self.frames[1:]
-        self.frames[-1] = obs
-        return self.frames.copy(), reward, terminated, truncated, info
-
-
-def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
-    """One Atari game with the DeepMind preprocessing. The emulator is asked for every frame (frameskip 1) in
-    grayscale; games end after 108,000 frames (truncation)."""
-    env = gym.make(f"ALE/{atari_game(env_id)}-v5", frameskip=1, repeat_action_probability=0.25 if sticky else 0.0,
-                   obs_type="grayscale", max_num_frames_per_episode=108_000, full_action_space=False,
-                   render_mode="rgb_array" if render else None)  # fmt: skip
-    env = NoopReset(env, noop_max=30)
-    env = MaxAndSkip(env, skip=4)
-    if "FIRE" in env.unwrapped.get_action_meanings():
-        env = FireOnStart(env)
-    env = LifeLoss(env)  # outside FireOnStart: it sees the lives before a loss and after the FIRE that follows
-    return FrameStack(Resize84(env), k=4)
-
-
-def make_envs(env_id: str, num_envs: int, sticky: bool = False) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, sticky)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
-
-
-# 4. Storage: frame replay; each frame stored once, stacks rebuilt at sampling
-class ReplayMemory:
-    """Transitions of num_envs environments, one column of capacity // num_envs slots each. Slot t of a column
-    holds the newest frame of s_t with a_t, r_t (clipped), terminated_t and first_t (s_t began an episode).
-    s' of slot t is the stack ending at slot t + 1: the next state, or after an episode's last step the true
-    final frame in a slot marked `last`, which is not a transition and is never sampled."""
-
-    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple, stack: int, seed: int):
-        self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
-        E = num_envs
-        self.frames = np.zeros((self.cap, E, *frame_shape), np.uint8)  # untouched pages cost no memory
-        self.actions = np.zeros((self.cap, E), np.uint8)  # Atari has at most 18 actions
-        self.rewards = np.zeros((self.cap, E), np.float32)
-        self.terminated = np.zeros((self.cap, E), bool)
-        self.first = np.zeros((self.cap, E), bool)
-        self.last = np.zeros((self.cap, E), bool)
-        self.pos = np.zeros(E, np.int64)  # next slot to write, per column
-        self.full = np.zeros(E, bool)
-        self.next_first = np.ones(E, bool)  # the next state written begins an episode
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return int(np.where(self.full, self.cap, self.pos).sum())
-
-    def _write(self, e, frame, action, reward, terminated, first, last):
-        p = self.pos[e]
-        self.frames[p, e], self.actions[p, e], self.rewards[p, e] = frame, action, reward
-        self.terminated[p, e], self.first[p, e], self.last[p, e] = terminated, first, last
-        self.pos[e] = (p + 1) % self.cap
-        self.full[e] |= self.pos[e] == 0
-
-    def add(self, obs, actions, rewards, terminated, dones, final_obs):
-        """obs (E, k, 84, 84): the stacks s_t; actions, rewards, terminated, dones (E,); final_obs: info's
-        object array of true final stacks, used where dones."""
-        for e in range(self.num_envs):
-            self._write(e, obs[e, -1], actions[e], rewards[e], terminated[e], self.next_first[e], False)
-            if dones[e]:
-                self._write(e, final_obs[e][-1], 0, 0.0, False, False, True)
-        self.next_first = np.asarray(dones, bool).copy()
-
-    def new_episodes(self):
-        """The environments restart (resume): the transition in each column's newest slot has no s'."""
-        for e in range(self.num_envs):
-            if self.full[e] or self.pos[e] > 0:
-                self.last[self.pos[e] - 1, e] = True
-        self.next_first[:] = True
-
-    def sample_indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """n uniform (slot, column) pairs whose s and s' stacks are complete: not the newest slot (no s' yet),
-        not the k - 1 oldest when full (their history was overwritten), not a `last` slot."""
-        slots, cols = np.empty(n, np.int64), np.empty(n, np.int64)
-        todo = np.arange(n)
-        while len(todo):
-            e = self.rng.integers(0, self.num_envs, len(todo))
-            pos, full = self.pos[e], self.full[e]
-            span = np.where(full, self.cap - self.stack, pos - 1)  # slots to choose from
-            i = np.where(full, pos + self.stack - 1, 0) + (self.rng.random(len(todo)) * span).astype(np.int64)
-            slots[todo], cols[todo] = i % self.cap, e
-            todo = todo[self.last[slots[todo], e]]
-        return slots, cols
-
-    def stacks(self, slots: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (B, k, 84, 84) stacks of s and s' for the given slots: k + 1 frames read once, frames from
-        before the episode's first set to zero."""
-        k = self.stack
-        window = (slots[:, None] + np.arange(-k + 1, 2)) % self.cap  # slots t-k+1 .. t+1
-        frames = self.frames[window, cols[:, None]]  # (B, k + 1, 84, 84)
-        first = self.first[window, cols[:, None]]
-        # frame j belongs to s_t's episode unless an episode starts at one of the slots j+1 .. t
-        started_later = np.logical_or.accumulate(first[:, k - 1 : 0 : -1], axis=1)[:, ::-1]
-        frames[:, : k - 1] *= ~started_later[:, :, None, None]
-        return frames[:, :k], frames[:, 1:]
-
-    def sample(self, n: int, device) -> dict:
-        slots, cols = self.sample_indices(n)
-        obs, next_obs = self.stacks(slots, cols)
-        return {"obs": torch.as_tensor(obs, device=device), "next_obs": torch.as_tensor(next_obs, device=device),
-                "actions": torch.as_tensor(self.actions[slots, cols].astype(np.int64), device=device),
-                "rewards": torch.as_tensor(self.rewards[slots, cols], device=device),
-                "terminated": torch.as_tensor(self.terminated[slots, cols], device=device)}  # fmt: skip
-
-    def state_dict(self) -> dict:
-        """Arrays as tensors sharing their memory: torch.save writes them without a copy."""
-        arrays = ("frames", "actions", "rewards", "terminated", "first", "last", "pos", "full", "next_first")
-        return {**{k: torch.from_numpy(getattr(self, k)) for k in arrays}, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict):
-        for k, v in state.items():
-            if k == "rng":
-                self.rng.bit_generator.state = v
-            else:
-                np.copyto(getattr(self, k), v.numpy())
-
-
-# 5. Networks
+# 3. Networks
 class QNetwork(nn.Module):
     """The Nature CNN: (B, 4, 84, 84) uint8 -> (B, actions) Q-values."""
 
@@ -411,18 +177,7 @@ class QNetwork(nn.Module):
         return self.net(obs.float() / 255.0)
 
 
-# 6. Targets and losses
-def multiples_between(before: int, after: int, every: int) -> int:
-    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
-    global_step moves from before to after, one every `every` steps whatever the number of environments."""
-    return after // every - before // every
-
-
-def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """From start at step 0 to end at step `duration`, linearly, then constant."""
-    return start + (end - start) * t / duration if t < duration else end
-
-
+# 4. Targets and losses
 def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
     """rewards, terminated (B,); next_q_target, next_q_online (B, A) at s'. Returns y (B,):
     r + gamma (1 - terminated) max_a' Q_target(s', a'), or with double_q Q_target(s', argmax_a' Q_online(s', a'))."""
@@ -445,336 +200,12 @@ def dqn_loss(q_network, target_network, b: dict, args: Args) -> tuple[torch.Tens
     return td_loss, q_taken
 
 
-def fail(flag: str, message: str):
-    """Bad input: one line naming the flag, exit status 2, no traceback."""
-    print(f"error: {flag}: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """From start at step 0 to end at step `duration`, linearly, then constant."""
+    return start + (end - start) * t / duration if t < duration else end
 
 
-def check_env_id(env_id: str, supported: list[str]):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
-    A typo is answered with the closest of the ids this script supports."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, supported, n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-
-
-def check_video(make_video_env):
-    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
-    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
-    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
-    problem = None
-    try:
-        with make_video_env() as env:
-            env.reset(seed=0)
-            env.render()
-    except gym.error.DependencyNotInstalled as e:
-        if importlib.util.find_spec("pygame") is None:
-            missing.append("pygame")
-        else:
-            problem = e
-    except TypeError as e:  # a user's environment whose constructor takes no render_mode
-        problem = e
-    if missing:
-        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
-    if problem is not None:
-        fail("--capture-video", f"the environment cannot render: {problem}")
-
-
-def check_tracking(track: bool):
-    """--track needs wandb, an optional package: say how to get it before any work."""
-    if track and importlib.util.find_spec("wandb") is None:
-        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
-
-
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
-    if track:
-        import wandb
-
-        wandb.finish()
-
-
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
-    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    return run_dir
-
-
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-
-
-def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
-    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
-    schedulers expect."""
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    return stop
-
-
-def release_stop_signals():
-    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def exit_status(result: dict) -> int:
-    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
-    return 128 + result["signal"] if result.get("signal") else 0
-
-
-def say_rounded(total_timesteps: int, steps: int, unit: str):
-    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
-    if steps != total_timesteps:
-        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
-
-
-def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
-    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
-    in seconds), the mean of the recent returns, what it saved and how to look at it."""
-    sps = int(steps / seconds) if seconds > 0 else 0
-    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
-    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
-    print_paths(run_dir, saved)
-
-
-def print_paths(run_dir: str, saved: list):
-    """What a run saved, one path a line, and the command that shows its curves."""
-    for path in saved:
-        print(f"  saved: {path}")
-    print(f"  tensorboard --logdir {run_dir}")
-
-
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
-    for i, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, i)
-        if successes:
-            writer.add_scalar("eval/success_rate", successes[i], i)
-    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
-    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
-
-
-def validate(args: Args) -> tuple[gym.Space, gym.Space]:
-    """Check every flag before any work; return the single observation and action spaces."""
-    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
-                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
-                        ("--train-frequency", args.train_frequency),
-                        ("--target-network-frequency", args.target_network_frequency)]:  # fmt: skip
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
-                        ("--exploration-fraction", args.exploration_fraction),
-                        ("--eval-epsilon", args.eval_epsilon)]:  # fmt: skip
-        if not 0.0 <= value <= 1.0:
-            fail(flag, f"must be in [0, 1], got {value}")
-    if not 0.0 < args.tau <= 1.0:
-        fail("--tau", f"must be in (0, 1], got {args.tau}")
-    if not args.learning_rate > 0:
-        fail("--learning-rate", f"must be positive, got {args.learning_rate}")
-    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
-    if args.batch_size > args.buffer_size:
-        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
-    if args.learning_starts < args.batch_size:
-        fail("--learning-starts", f"must be at least --batch-size ({args.batch_size}), got {args.learning_starts}")
-    if args.learning_starts > args.buffer_size:
-        fail("--learning-starts", f"must be at most --buffer-size ({args.buffer_size}), got {args.learning_starts}")
-    if args.learning_starts < 2 * args.num_envs:
-        fail("--learning-starts", f"must be at least 2 * --num-envs ({2 * args.num_envs}), got {args.learning_starts}")
-    if args.buffer_size // args.num_envs < 2 * 4:
-        fail("--buffer-size", f"must hold at least 8 transitions per environment, got {args.buffer_size}")
-    if args.learning_starts + args.train_frequency > args.total_timesteps:
-        fail(
-            "--learning-starts",
-            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
-            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
-        )
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
-    check_tracking(args.track)
-    game = atari_game(args.env_id)
-    if game is None or f"ALE/{game}-v5" not in gym.registry:
-        atari = [k for k in gym.registry if atari_game(k)]
-        close = difflib.get_close_matches(args.env_id, atari, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else "valid: Atari ids such as BreakoutNoFrameskip-v4"
-        what = "DQN from pixels needs an Atari id" if game is None else f"no Atari game {game!r}"
-        fail("--env-id", f"{what}, got {args.env_id!r}; {hint}")
-    env = make_env(args.env_id, args.sticky_actions)
-    spaces = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(spaces[1], gym.spaces.Discrete):
-        fail("--env-id", f"{args.env_id} has action space {spaces[1]}; DQN needs a Discrete one")
-    if args.capture_video:
-        check_video(lambda: make_env(args.env_id, args.sticky_actions, render=True))
-    return spaces
-
-
-class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.total, self.enabled, self.next_line = total, enabled, start
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            columns = [
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-            ]
-            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
-            self.bar = Progress(*columns)
-            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
-            self.bar.start()
-
-    def update(self, step: int, sps: int, recent: deque):
-        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
-            self.next_line += self.total // 10
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> list:
-    """Whole games, epsilon-greedy with eval_epsilon; returns their unclipped scores."""
-    env = make_env(args.env_id, args.sticky_actions, render=video_dir is not None)
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    returns, total = [], 0.0
-    while len(returns) < args.eval_episodes:
-        if rng.random() < args.eval_epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            with torch.no_grad():
-                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(1).item())
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total += float(reward)
-        if terminated or truncated:
-            returns.append(total)
-            total = 0.0
-            obs, _ = env.reset()
-    env.close()
-    return returns
-
-
-def save_atomically(obj, path: str):
-    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
-    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
-    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
-    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
-    if not os.path.isfile(path):
-        fail(flag, f"no file at {path!r}; valid: {valid}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
-    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
-    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if owner != script:
-        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
-        fail(flag, f"{path!r} is {what}; valid: {valid}")
-    if flag == "--resume" and "global_step" not in checkpoint:
-        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
-    return checkpoint
-
-
-def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
-    stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
-    kept = {}
-    for field in dataclasses.fields(Args):
-        if not field.init or field.name not in saved or field.name in now.split():
-            continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
-            continue
-        kept[field.name] = saved[field.name]
-    return dataclasses.replace(args, **kept)
-
-
-def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
-    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
-    if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
-    elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
-
-
+# 5. Training loop
 def main(args: Args) -> dict:
     # 7. Setup
     if args.evaluate is not None:
@@ -945,6 +376,326 @@ def main(args: Args) -> dict:
     return result
 
 
+# 6. Environment
+def atari_game(env_id: str) -> str | None:
+    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'Pong'; None for other ids."""
+    match = re.fullmatch(r"ALE/(\w+)-v5|(\w+)NoFrameskip-v4", env_id)
+    return None if match is None else match.group(1) or match.group(2)
+
+
+class NoopReset(gym.Wrapper):
+    """At reset, take a random number (1 to noop_max) of no-op actions: varied starting states."""
+
+    def __init__(self, env: gym.Env, noop_max: int = 30):
+        super().__init__(env)
+        self.noop_max = noop_max
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkip(gym.Wrapper):
+    """Repeat each action for `skip` frames, sum their rewards, return the max of the last two frames."""
+
+    def __init__(self, env: gym.Env, skip: int = 4):
+        super().__init__(env)
+        self.skip = skip
+
+    def step(self, action):
+        total, last_two = 0.0, []
+        for _ in range(self.skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += reward
+            last_two = [*last_two[-1:], obs]
+            if terminated or truncated:
+                break
+        return np.maximum(last_two[0], last_two[-1]), total, terminated, truncated, info
+
+
+class FireOnStart(gym.Wrapper):
+    """Press FIRE at reset and after every lost life, in games that wait for it to go on (Breakout, ...): a
+    policy that never chooses FIRE would otherwise wait until the time limit. The press after a lost life is
+    part of the agent's step: its reward is added, its end of game or truncation is reported."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:
+            obs, info = self.env.reset(**kwargs)
+        self.lives = info["lives"]
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if info["lives"] < self.lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(1)
+            reward += fire_reward
+        self.lives = info["lives"]
+        return obs, reward, terminated, truncated, info
+
+
+class LifeLoss(gym.Wrapper):
+    """info["life_lost"]: a life was lost in this step but the game goes on (terminal for learning only)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.lives = info["lives"]
+        return obs, {**info, "life_lost": False}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        life_lost = info["lives"] < self.lives and not (terminated or truncated)
+        self.lives = info["lives"]
+        return obs, reward, terminated, truncated, {**info, "life_lost": life_lost}
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that average the input cells each output cell covers (area interpolation)."""
+    edges = np.linspace(0, n_in, n_out + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+    return (overlap / (hi - lo)).astype(np.float32)
+
+
+class Resize84(gym.ObservationWrapper):
+    """(210, 160) grayscale -> (84, 84) uint8 by area averaging: rows @ frame @ cols.T."""
+
+    def __init__(self, env: gym.Env, size: int = 84):
+        super().__init__(env)
+        h, w = env.observation_space.shape
+        self.rows, self.cols = area_matrix(h, size), area_matrix(w, size).T
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, obs):
+        return np.rint(self.rows @ obs.astype(np.float32) @ self.cols).astype(np.uint8)
+
+
+class FrameStack(gym.Wrapper):
+    """Observation (k, 84, 84): the last k frames, oldest first, zeros before the episode's first frame."""
+
+    def __init__(self, env: gym.Env, k: int = 4):
+        super().__init__(env)
+        self.frames = np.zeros((k, *env.observation_space.shape), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, np.uint8)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.frames[:] = 0
+        self.frames[-1] = obs
+        return self.frames.copy(), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames[:-1] = self.frames[1:]
+        self.frames[-1] = obs
+        return self.frames.copy(), reward, terminated, truncated, info
+
+
+def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
+    """One Atari game with the DeepMind preprocessing. The emulator is asked for every frame (frameskip 1) in
+    grayscale; games end after 108,000 frames (truncation)."""
+    env = gym.make(f"ALE/{atari_game(env_id)}-v5", frameskip=1, repeat_action_probability=0.25 if sticky else 0.0,
+                   obs_type="grayscale", max_num_frames_per_episode=108_000, full_action_space=False,
+                   render_mode="rgb_array" if render else None)  # fmt: skip
+    env = NoopReset(env, noop_max=30)
+    env = MaxAndSkip(env, skip=4)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireOnStart(env)
+    env = LifeLoss(env)  # outside FireOnStart: it sees the lives before a loss and after the FIRE that follows
+    return FrameStack(Resize84(env), k=4)
+
+
+def make_envs(env_id: str, num_envs: int, sticky: bool = False) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, sticky)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+
+
+# 7. Storage: frame replay; each frame stored once, stacks rebuilt at sampling
+class ReplayMemory:
+    """Transitions of num_envs environments, one column of capacity // num_envs slots each. Slot t of a column
+    holds the newest frame of s_t with a_t, r_t (clipped), terminated_t and first_t (s_t began an episode).
+    s' of slot t is the stack ending at slot t + 1: the next state, or after an episode's last step the true
+    final frame in a slot marked `last`, which is not a transition and is never sampled."""
+
+    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple, stack: int, seed: int):
+        self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
+        E = num_envs
+        self.frames = np.zeros((self.cap, E, *frame_shape), np.uint8)  # untouched pages cost no memory
+        self.actions = np.zeros((self.cap, E), np.uint8)  # Atari has at most 18 actions
+        self.rewards = np.zeros((self.cap, E), np.float32)
+        self.terminated = np.zeros((self.cap, E), bool)
+        self.first = np.zeros((self.cap, E), bool)
+        self.last = np.zeros((self.cap, E), bool)
+        self.pos = np.zeros(E, np.int64)  # next slot to write, per column
+        self.full = np.zeros(E, bool)
+        self.next_first = np.ones(E, bool)  # the next state written begins an episode
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return int(np.where(self.full, self.cap, self.pos).sum())
+
+    def _write(self, e, frame, action, reward, terminated, first, last):
+        p = self.pos[e]
+        self.frames[p, e], self.actions[p, e], self.rewards[p, e] = frame, action, reward
+        self.terminated[p, e], self.first[p, e], self.last[p, e] = terminated, first, last
+        self.pos[e] = (p + 1) % self.cap
+        self.full[e] |= self.pos[e] == 0
+
+    def add(self, obs, actions, rewards, terminated, dones, final_obs):
+        """obs (E, k, 84, 84): the stacks s_t; actions, rewards, terminated, dones (E,); final_obs: info's
+        object array of true final stacks, used where dones."""
+        for e in range(self.num_envs):
+            self._write(e, obs[e, -1], actions[e], rewards[e], terminated[e], self.next_first[e], False)
+            if dones[e]:
+                self._write(e, final_obs[e][-1], 0, 0.0, False, False, True)
+        self.next_first = np.asarray(dones, bool).copy()
+
+    def new_episodes(self):
+        """The environments restart (resume): the transition in each column's newest slot has no s'."""
+        for e in range(self.num_envs):
+            if self.full[e] or self.pos[e] > 0:
+                self.last[self.pos[e] - 1, e] = True
+        self.next_first[:] = True
+
+    def sample_indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n uniform (slot, column) pairs whose s and s' stacks are complete: not the newest slot (no s' yet),
+        not the k - 1 oldest when full (their history was overwritten), not a `last` slot."""
+        slots, cols = np.empty(n, np.int64), np.empty(n, np.int64)
+        todo = np.arange(n)
+        while len(todo):
+            e = self.rng.integers(0, self.num_envs, len(todo))
+            pos, full = self.pos[e], self.full[e]
+            span = np.where(full, self.cap - self.stack, pos - 1)  # slots to choose from
+            i = np.where(full, pos + self.stack - 1, 0) + (self.rng.random(len(todo)) * span).astype(np.int64)
+            slots[todo], cols[todo] = i % self.cap, e
+            todo = todo[self.last[slots[todo], e]]
+        return slots, cols
+
+    def stacks(self, slots: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (B, k, 84, 84) stacks of s and s' for the given slots: k + 1 frames read once, frames from
+        before the episode's first set to zero."""
+        k = self.stack
+        window = (slots[:, None] + np.arange(-k + 1, 2)) % self.cap  # slots t-k+1 .. t+1
+        frames = self.frames[window, cols[:, None]]  # (B, k + 1, 84, 84)
+        first = self.first[window, cols[:, None]]
+        # frame j belongs to s_t's episode unless an episode starts at one of the slots j+1 .. t
+        started_later = np.logical_or.accumulate(first[:, k - 1 : 0 : -1], axis=1)[:, ::-1]
+        frames[:, : k - 1] *= ~started_later[:, :, None, None]
+        return frames[:, :k], frames[:, 1:]
+
+    def sample(self, n: int, device) -> dict:
+        slots, cols = self.sample_indices(n)
+        obs, next_obs = self.stacks(slots, cols)
+        return {"obs": torch.as_tensor(obs, device=device), "next_obs": torch.as_tensor(next_obs, device=device),
+                "actions": torch.as_tensor(self.actions[slots, cols].astype(np.int64), device=device),
+                "rewards": torch.as_tensor(self.rewards[slots, cols], device=device),
+                "terminated": torch.as_tensor(self.terminated[slots, cols], device=device)}  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Arrays as tensors sharing their memory: torch.save writes them without a copy."""
+        arrays = ("frames", "actions", "rewards", "terminated", "first", "last", "pos", "full", "next_first")
+        return {**{k: torch.from_numpy(getattr(self, k)) for k in arrays}, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict):
+        for k, v in state.items():
+            if k == "rng":
+                self.rng.bit_generator.state = v
+            else:
+                np.copyto(getattr(self, k), v.numpy())
+
+
+# 8. Plumbing
+def validate(args: Args) -> tuple[gym.Space, gym.Space]:
+    """Check every flag before any work; return the single observation and action spaces."""
+    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
+                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
+                        ("--train-frequency", args.train_frequency),
+                        ("--target-network-frequency", args.target_network_frequency)]:  # fmt: skip
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
+                        ("--exploration-fraction", args.exploration_fraction),
+                        ("--eval-epsilon", args.eval_epsilon)]:  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            fail(flag, f"must be in [0, 1], got {value}")
+    if not 0.0 < args.tau <= 1.0:
+        fail("--tau", f"must be in (0, 1], got {args.tau}")
+    if not args.learning_rate > 0:
+        fail("--learning-rate", f"must be positive, got {args.learning_rate}")
+    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
+                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.batch_size > args.buffer_size:
+        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
+    if args.learning_starts < args.batch_size:
+        fail("--learning-starts", f"must be at least --batch-size ({args.batch_size}), got {args.learning_starts}")
+    if args.learning_starts > args.buffer_size:
+        fail("--learning-starts", f"must be at most --buffer-size ({args.buffer_size}), got {args.learning_starts}")
+    if args.learning_starts < 2 * args.num_envs:
+        fail("--learning-starts", f"must be at least 2 * --num-envs ({2 * args.num_envs}), got {args.learning_starts}")
+    if args.buffer_size // args.num_envs < 2 * 4:
+        fail("--buffer-size", f"must hold at least 8 transitions per environment, got {args.buffer_size}")
+    if args.learning_starts + args.train_frequency > args.total_timesteps:
+        fail(
+            "--learning-starts",
+            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
+            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
+        )
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
+    game = atari_game(args.env_id)
+    if game is None or f"ALE/{game}-v5" not in gym.registry:
+        atari = [k for k in gym.registry if atari_game(k)]
+        close = difflib.get_close_matches(args.env_id, atari, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "valid: Atari ids such as BreakoutNoFrameskip-v4"
+        what = "DQN from pixels needs an Atari id" if game is None else f"no Atari game {game!r}"
+        fail("--env-id", f"{what}, got {args.env_id!r}; {hint}")
+    env = make_env(args.env_id, args.sticky_actions)
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(spaces[1], gym.spaces.Discrete):
+        fail("--env-id", f"{args.env_id} has action space {spaces[1]}; DQN needs a Discrete one")
+    if args.capture_video:
+        check_video(lambda: make_env(args.env_id, args.sticky_actions, render=True))
+    return spaces
+
+
+def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> list:
+    """Whole games, epsilon-greedy with eval_epsilon; returns their unclipped scores."""
+    env = make_env(args.env_id, args.sticky_actions, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    returns, total = [], 0.0
+    while len(returns) < args.eval_episodes:
+        if rng.random() < args.eval_epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(1).item())
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            total = 0.0
+            obs, _ = env.reset()
+    env.close()
+    return returns
+
+
 def evaluate_saved(args: Args) -> dict:
     """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes games epsilon-greedy with
     --eval-epsilon (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
@@ -969,6 +720,257 @@ def evaluate_saved(args: Args) -> dict:
     stop_tracking(args.track)
     print_paths(run_dir, [video_dir] if video_dir else [])
     return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, supported, n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
+    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
+    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
+        resume="allow",
+        config=vars(args),
+        sync_tensorboard=True,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def release_stop_signals():
+    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
+    if not os.path.isfile(path):
+        fail(flag, f"no file at {path!r}; valid: {valid}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
+    stay the run's own unless given with a value other than their default: a run length given on purpose extends
+    (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if (
+            field.name in ("total_timesteps", "checkpoint_every", "save_model")
+            and getattr(args, field.name) != field.default
+        ):
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
 
 
 if __name__ == "__main__":

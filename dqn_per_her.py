@@ -193,236 +193,7 @@ class Args:
     """relabelled goals per original one: a sampled transition gets a relabelled goal with probability k / (k + 1)"""
 
 
-# 3. Environment
-class BitFlipEnv(gym.Env):
-    """The HER paper's bit flipping: state and goal in {0, 1}^n, action i flips bit i; reward -1 per step until
-    the state equals the goal (reward 0, terminated); truncated after n steps. The goal is drawn anew each
-    episode, or with fixed_goal is always all ones (Stable-Baselines3's BitFlippingEnv)."""
-
-    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
-
-    def __init__(self, n_bits: int = 15, fixed_goal: bool = False, render_mode: str | None = None):
-        self.n, self.fixed_goal, self.render_mode = n_bits, fixed_goal, render_mode
-        box = gym.spaces.Box(0.0, 1.0, (n_bits,), np.float32)
-        self.observation_space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
-        self.action_space = gym.spaces.Discrete(n_bits)
-
-    def _obs(self):
-        return {"observation": self.state.copy(), "achieved_goal": self.state.copy(), "desired_goal": self.goal.copy()}
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
-        if self.fixed_goal:
-            self.goal = np.ones(self.n, np.float32)
-            while (self.goal == self.state).all():  # never start at the goal
-                self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
-        else:
-            self.goal = self.state
-            while (self.goal == self.state).all():
-                self.goal = self.np_random.integers(0, 2, self.n).astype(np.float32)
-        self.t = 0
-        return self._obs(), {"is_success": False}
-
-    def step(self, action):
-        self.state[action] = 1.0 - self.state[action]
-        self.t += 1
-        reward = float(self.compute_reward(self.state, self.goal, {}))
-        success = bool(self.compute_terminated(self.state, self.goal, {}))
-        return self._obs(), reward, success, self.t >= self.n and not success, {"is_success": success}
-
-    def compute_reward(self, achieved_goal, desired_goal, info):
-        """Vectorised over leading dimensions: 0 where achieved == desired, else -1."""
-        return -(achieved_goal != desired_goal).any(-1).astype(np.float32)
-
-    def compute_terminated(self, achieved_goal, desired_goal, info):
-        """Vectorised like compute_reward (gymnasium-robotics' GoalEnv protocol): success ends the episode."""
-        return (achieved_goal == desired_goal).all(-1)
-
-
-gym.register("BitFlip-v0", entry_point=BitFlipEnv)
-gym.register("BitFlipFixedGoal-v0", entry_point=BitFlipEnv, kwargs={"fixed_goal": True})
-
-
-def is_goal_env(env: gym.Env) -> bool:
-    space = env.observation_space
-    keys = {"observation", "achieved_goal", "desired_goal"}
-    return isinstance(space, gym.spaces.Dict) and keys <= set(space.keys()) and hasattr(env.unwrapped, "compute_reward")
-
-
-def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
-    kwargs = {"n_bits": n_bits} if gym.spec(env_id.rpartition(":")[2]).entry_point is BitFlipEnv else {}
-    if render:  # only then: an environment without a renderer may take no render_mode at all
-        kwargs["render_mode"] = "rgb_array"
-    return gym.make(env_id, **kwargs)
-
-
-def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, n_bits)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
-
-
-def network_input(obs) -> np.ndarray:
-    """Goal environments: [observation, desired_goal] along the last axis; others: the observation."""
-    if isinstance(obs, dict):
-        return np.concatenate([obs["observation"], obs["desired_goal"]], -1).astype(np.float32)
-    return np.asarray(obs, np.float32)
-
-
-# 4. Storage: a sum tree, a (prioritized) replay memory and hindsight relabelling
-class SumTree:
-    """A complete binary tree over `capacity` leaves (rounded up to a power of two) in one array: node i has
-    children 2i and 2i + 1, the root is node 1, leaf j is node size + j. Each node holds the sum of its leaves."""
-
-    def __init__(self, capacity: int):
-        self.size = 1 << max(capacity - 1, 1).bit_length()
-        self.depth = self.size.bit_length() - 1
-        self.nodes = np.zeros(2 * self.size)
-
-    def total(self) -> float:
-        return float(self.nodes[1])
-
-    def update(self, leaves: np.ndarray, values: np.ndarray):
-        """Set leaves to values, then recompute their ancestors level by level: O(B log N)."""
-        i = leaves + self.size
-        self.nodes[i] = values
-        for _ in range(self.depth):
-            i = i // 2
-            self.nodes[i] = self.nodes[2 * i] + self.nodes[2 * i + 1]
-
-    def find(self, values: np.ndarray) -> np.ndarray:
-        """For each v in [0, total), the leaf j with sum(leaves < j) <= v < sum(leaves <= j): descend, going
-        right (and subtracting the left sum) where v is not below the left child's sum. O(B log N)."""
-        i = np.ones(len(values), np.int64)
-        for _ in range(self.depth):
-            left = self.nodes[2 * i]
-            right = values >= left
-            values = np.where(right, values - left, values)
-            i = 2 * i + right
-        return i - self.size
-
-
-class ReplayMemory:
-    """A ring of transitions (x, a, r, terminated, x') with x the network's input; with prioritized=True also a
-    sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far. For HER (goal_dim > 0
-    and `hindsight` set), whole episodes are added in order, with the goal achieved at each x', and the last
-    goal_dim entries of x and x' (the goal) are relabelled when sampled. r_min and r_max are the smallest and
-    largest rewards it has seen, stored or recomputed by relabelling: they bound the TD targets."""
-
-    ARRAYS = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
-
-    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int,
-                 goal_dim: int = 0):  # fmt: skip
-        self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
-        self.x = np.zeros((capacity, x_dim), np.float32)
-        self.next_x = np.zeros((capacity, x_dim), np.float32)
-        self.actions = np.zeros(capacity, np.int64)
-        self.rewards = np.zeros(capacity, np.float32)
-        self.terminated = np.zeros(capacity, bool)
-        self.next_achieved = np.zeros((capacity, goal_dim), np.float32)  # HER: the goal achieved at x'
-        self.episode_start = np.zeros(capacity, np.int64)  # HER: ring positions of the first and last
-        self.episode_end = np.zeros(capacity, np.int64)  # transitions of each transition's episode
-        self.hindsight = None  # HER: (strategy, k, compute_reward, compute_terminated or None)
-        self.r_min, self.r_max = float("inf"), float("-inf")
-        self.pos, self.size = 0, 0
-        self.tree = SumTree(capacity) if prioritized else None
-        self.max_priority = 1.0
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, x, actions, rewards, terminated, next_x, next_achieved=None):
-        """B transitions, each argument with leading dimension B; with next_achieved, they are one whole episode."""
-        idx = (self.pos + np.arange(len(actions))) % self.capacity
-        self.x[idx], self.actions[idx], self.rewards[idx] = x, actions, rewards
-        self.terminated[idx], self.next_x[idx] = terminated, next_x
-        self.see_rewards(self.rewards[idx])
-        if self.prioritized:
-            self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))
-        self.pos = int((self.pos + len(actions)) % self.capacity)
-        self.size = min(self.size + len(actions), self.capacity)
-        if next_achieved is not None:
-            self.next_achieved[idx] = next_achieved
-            self.episode_start[idx], self.episode_end[idx] = idx[0], idx[-1]
-            # a full ring overwrites the oldest episode from its start: what is left of it, from the next
-            # position to write to its end, becomes the episode its transitions relabel from
-            oldest = self.pos
-            if self.size == self.capacity and self.episode_start[oldest] != oldest:
-                rest = (oldest + np.arange((self.episode_end[oldest] - oldest) % self.capacity + 1)) % self.capacity
-                self.episode_start[rest] = oldest
-
-    def sample(self, n: int, beta: float) -> dict:
-        """n transitions with their indices and importance weights (all 1 without prioritization)."""
-        if not self.prioritized:
-            idx = self.rng.integers(0, self.size, n)
-            weights = np.ones(n, np.float32)
-        else:  # one draw in each of n equal slices of the total priority
-            total = self.tree.total()
-            values = (np.arange(n) + self.rng.random(n)) * (total / n)
-            idx = np.minimum(self.tree.find(values), self.size - 1)
-            weights = importance_weights(self.tree.nodes[idx + self.tree.size] / total, self.size, beta)
-        b = {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-             "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
-        if self.hindsight is not None:
-            self.relabel(b)
-        return b
-
-    def relabel(self, b: dict):
-        """HER, in place on a sampled batch: with probability k / (k + 1) a transition's goal becomes one its own
-        episode achieved; its reward is recomputed, and its termination too where the environment has
-        compute_terminated (otherwise terminations are taken as independent of the goal: the stored flag stays)."""
-        strategy, k, compute_reward, compute_terminated = self.hindsight
-        b["relabelled"] = self.rng.random(len(b["idx"])) < k / (k + 1)
-        rows = np.flatnonzero(b["relabelled"])
-        t = b["idx"][rows]
-        later = her_goal_positions(t, self.episode_start[t], self.episode_end[t], strategy, self.capacity, self.rng)
-        goals = self.next_achieved[later]
-        b["x"][rows, -goals.shape[1] :] = goals
-        b["next_x"][rows, -goals.shape[1] :] = goals
-        b["rewards"][rows] = compute_reward(self.next_achieved[t], goals, {})
-        self.see_rewards(b["rewards"][rows])
-        if compute_terminated is not None:
-            b["terminated"][rows] = compute_terminated(self.next_achieved[t], goals, {})
-
-    def see_rewards(self, rewards: np.ndarray):
-        if len(rewards):
-            self.r_min, self.r_max = min(self.r_min, float(rewards.min())), max(self.r_max, float(rewards.max()))
-
-    def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray):
-        priorities = np.abs(td_errors) + self.eps
-        self.max_priority = max(self.max_priority, float(priorities.max()))
-        self.tree.update(idx, priorities**self.alpha)
-
-    def state_dict(self) -> dict:
-        state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in self.ARRAYS}
-        return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
-                "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
-                "rng": self.rng.bit_generator.state, "r_min": self.r_min, "r_max": self.r_max}  # fmt: skip
-
-    def load_state_dict(self, state: dict):
-        for k in self.ARRAYS:
-            getattr(self, k)[: state["size"]] = state[k].numpy()
-        self.pos, self.size, self.max_priority = state["pos"], state["size"], state["max_priority"]
-        if self.tree is not None and state["tree"] is not None:
-            self.tree.nodes[:] = state["tree"].numpy()
-        elif self.tree is not None:  # saved without priorities: every stored transition at priority 1
-            self.tree.update(np.arange(self.size), np.ones(self.size))
-        self.rng.bit_generator.state = state["rng"]
-        self.r_min, self.r_max = state["r_min"], state["r_max"]
-
-
-def her_goal_positions(t, start, end, strategy: str, capacity: int, rng: np.random.Generator) -> np.ndarray:
-    """Ring positions t (B,) of transitions whose episodes lie at [start, end] (B,) (in ring order, so possibly
-    wrapping around). Returns the position t' of each one's new goal, the goal achieved after step t': future:
-    uniform in [t, end]; final: end; episode: uniform in [start, end]."""
-    if strategy == "final":
-        return end
-    first = t if strategy == "future" else start
-    return (first + rng.integers(0, (end - first) % capacity + 1)) % capacity
-
-
-# 5. Networks
+# 3. Networks
 class QNetwork(nn.Module):
     """x (B, obs + goal) -> (B, actions) Q-values; two ReLU hidden layers."""
 
@@ -435,18 +206,7 @@ class QNetwork(nn.Module):
         return self.net(x)
 
 
-# 6. Targets and losses
-def multiples_between(before: int, after: int, every: int) -> int:
-    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
-    global_step moves from before to after, one every `every` steps whatever the number of environments."""
-    return after // every - before // every
-
-
-def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """From start at step 0 to end at step `duration`, linearly, then constant."""
-    return start + (end - start) * t / duration if t < duration else end
-
-
+# 4. Targets and losses
 def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
     """rewards, terminated (B,); next_q_target, next_q_online (B, A) at x'. Returns y (B,):
     r + gamma (1 - terminated) max_a' Q_target(x', a'), or with double_q Q_target(x', argmax_a' Q_online(x', a'))."""
@@ -455,22 +215,6 @@ def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, d
     else:
         next_value = next_q_target.max(1).values
     return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
-
-
-def importance_weights(probabilities: np.ndarray, n: int, beta: float) -> np.ndarray:
-    """w_i = (n P(i))^-beta, divided by the largest in the batch so that updates only shrink. (B,) -> (B,)."""
-    w = (n * probabilities) ** -beta
-    return (w / w.max()).astype(np.float32)
-
-
-def target_bounds(r_min: float, r_max: float, gamma: float) -> tuple[float, float]:
-    """The range of true values when every reward lies in [r_min, r_max]: a discounted sum of such rewards,
-    possibly cut short by a termination (zero reward after it), lies in [min(0, r_min), max(0, r_max)] / (1 - gamma);
-    with gamma = 1 a side is unbounded unless its rewards are 0."""
-    lo, hi = min(0.0, r_min), max(0.0, r_max)
-    if gamma < 1:
-        return lo / (1.0 - gamma), hi / (1.0 - gamma)
-    return -float("inf") if lo < 0 else 0.0, float("inf") if hi > 0 else 0.0
 
 
 def dqn_loss(q_network, target_network, b: dict, args: Args, bounds: tuple[float, float] | None, device):
@@ -489,345 +233,28 @@ def dqn_loss(q_network, target_network, b: dict, args: Args, bounds: tuple[float
     return td_loss, q_taken, (y - q_taken).detach()
 
 
-def fail(flag: str, message: str):
-    """Bad input: one line naming the flag, exit status 2, no traceback."""
-    print(f"error: {flag}: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def importance_weights(probabilities: np.ndarray, n: int, beta: float) -> np.ndarray:
+    """w_i = (n P(i))^-beta, divided by the largest in the batch so that updates only shrink. (B,) -> (B,)."""
+    w = (n * probabilities) ** -beta
+    return (w / w.max()).astype(np.float32)
 
 
-def check_env_id(env_id: str, supported: list[str]):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
-    A typo is answered with the closest of the ids this script supports."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, supported, n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+def target_bounds(r_min: float, r_max: float, gamma: float) -> tuple[float, float]:
+    """The range of true values when every reward lies in [r_min, r_max]: a discounted sum of such rewards,
+    possibly cut short by a termination (zero reward after it), lies in [min(0, r_min), max(0, r_max)] / (1 - gamma);
+    with gamma = 1 a side is unbounded unless its rewards are 0."""
+    lo, hi = min(0.0, r_min), max(0.0, r_max)
+    if gamma < 1:
+        return lo / (1.0 - gamma), hi / (1.0 - gamma)
+    return -float("inf") if lo < 0 else 0.0, float("inf") if hi > 0 else 0.0
 
 
-def check_video(make_video_env):
-    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
-    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
-    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
-    problem = None
-    try:
-        with make_video_env() as env:
-            env.reset(seed=0)
-            env.render()
-    except gym.error.DependencyNotInstalled as e:
-        if importlib.util.find_spec("pygame") is None:
-            missing.append("pygame")
-        else:
-            problem = e
-    except TypeError as e:  # a user's environment whose constructor takes no render_mode
-        problem = e
-    if missing:
-        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
-    if problem is not None:
-        fail("--capture-video", f"the environment cannot render: {problem}")
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """From start at step 0 to end at step `duration`, linearly, then constant."""
+    return start + (end - start) * t / duration if t < duration else end
 
 
-def check_tracking(track: bool):
-    """--track needs wandb, an optional package: say how to get it before any work."""
-    if track and importlib.util.find_spec("wandb") is None:
-        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
-
-
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
-    if track:
-        import wandb
-
-        wandb.finish()
-
-
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
-    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    return run_dir
-
-
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-
-
-def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
-    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
-    schedulers expect."""
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    return stop
-
-
-def release_stop_signals():
-    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def exit_status(result: dict) -> int:
-    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
-    return 128 + result["signal"] if result.get("signal") else 0
-
-
-def say_rounded(total_timesteps: int, steps: int, unit: str):
-    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
-    if steps != total_timesteps:
-        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
-
-
-def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
-    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
-    in seconds), the mean of the recent returns, what it saved and how to look at it."""
-    sps = int(steps / seconds) if seconds > 0 else 0
-    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
-    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
-    print_paths(run_dir, saved)
-
-
-def print_paths(run_dir: str, saved: list):
-    """What a run saved, one path a line, and the command that shows its curves."""
-    for path in saved:
-        print(f"  saved: {path}")
-    print(f"  tensorboard --logdir {run_dir}")
-
-
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
-    for i, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, i)
-        if successes:
-            writer.add_scalar("eval/success_rate", successes[i], i)
-    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
-    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
-
-
-def supported_env_ids() -> list[str]:
-    """The ids a typo is matched against: the bit-flipping tasks of this file, gymnasium's own families with
-    vector observations (classic control, Box2D, MuJoCo) and a user's registered ids; not toy text (discrete
-    observations) or the JAX versions under phys2d/ and tabular/."""
-    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
-
-
-def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
-    """Check every flag before any work; return the single observation and action spaces, and whether the
-    environment is goal-conditioned."""
-    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
-                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
-                        ("--train-frequency", args.train_frequency), ("--hidden-size", args.hidden_size),
-                        ("--target-network-frequency", args.target_network_frequency), ("--her-k", args.her_k),
-                        ("--n-bits", args.n_bits)]:  # fmt: skip
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
-                        ("--exploration-fraction", args.exploration_fraction), ("--per-alpha", args.per_alpha),
-                        ("--per-beta0", args.per_beta0)]:  # fmt: skip
-        if not 0.0 <= value <= 1.0:
-            fail(flag, f"must be in [0, 1], got {value}")
-    for flag, value in [("--tau", args.tau), ("--learning-rate", args.learning_rate), ("--per-eps", args.per_eps)]:
-        if not value > 0 or (flag == "--tau" and value > 1):
-            fail(flag, f"must be {'in (0, 1]' if flag == '--tau' else 'positive'}, got {value}")
-    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
-    if args.batch_size > args.buffer_size:
-        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
-    if not args.batch_size <= args.learning_starts <= args.buffer_size:
-        fail("--learning-starts", f"must be in [--batch-size, --buffer-size] = [{args.batch_size}, "
-                                  f"{args.buffer_size}], got {args.learning_starts}")  # fmt: skip
-    if args.learning_starts + args.train_frequency > args.total_timesteps:
-        fail(
-            "--learning-starts",
-            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
-            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
-        )
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
-    check_tracking(args.track)
-    check_env_id(args.env_id, supported_env_ids())
-    try:
-        env = make_env(args.env_id, args.n_bits)
-    except (gym.error.Error, ImportError) as e:
-        fail("--env-id", f"{args.env_id} cannot be created: {e}")
-    goal = is_goal_env(env)
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        fail("--env-id", f"{args.env_id} has action space {env.action_space}; DQN needs a Discrete one")
-    if args.her and not goal:
-        fail("--her", f"{args.env_id} is not a goal environment (Dict observation with achieved_goal and "
-                      "desired_goal, and compute_reward); pass --no-her")  # fmt: skip
-    longest = env.unwrapped.n if isinstance(env.unwrapped, BitFlipEnv) else env.spec.max_episode_steps
-    if args.her and longest is not None and args.buffer_size < longest:  # an episode must not overwrite itself
-        fail("--buffer-size", f"HER stores whole episodes: must be at least {args.env_id}'s longest episode, "
-                              f"{longest} steps, got {args.buffer_size}")  # fmt: skip
-    if not goal and not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or a goal env")
-    if args.capture_video:
-        if "rgb_array" not in env.metadata.get("render_modes", []):
-            fail("--capture-video", f"{args.env_id} has no rgb_array renderer")
-        check_video(lambda: make_env(args.env_id, args.n_bits, render=True))
-    spaces = env.observation_space, env.action_space
-    env.close()
-    return *spaces, goal
-
-
-class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.total, self.enabled, self.next_line = total, enabled, start
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            columns = [
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-            ]
-            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
-            self.bar = Progress(*columns)
-            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
-            self.bar.start()
-
-    def update(self, step: int, sps: int, recent: deque):
-        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
-            self.next_line += self.total // 10
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> tuple[list, list]:
-    """Whole episodes with greedy actions; returns their returns and (goal environments) successes."""
-    env = make_env(args.env_id, args.n_bits, render=video_dir is not None)
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
-    obs, _ = env.reset(seed=seed)
-    returns, successes, total = [], [], 0.0
-    while len(returns) < args.eval_episodes:
-        with torch.no_grad():
-            action = int(q_network(torch.as_tensor(network_input(obs), device=device)[None]).argmax(1).item())
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        if terminated or truncated:
-            returns.append(total)
-            successes.append(float(info.get("is_success", 0.0)))
-            total = 0.0
-            obs, _ = env.reset()
-    env.close()
-    return returns, successes
-
-
-def save_atomically(obj, path: str):
-    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
-    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
-    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
-    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
-    if not os.path.isfile(path):
-        fail(flag, f"no file at {path!r}; valid: {valid}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
-    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
-    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if owner != script:
-        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
-        fail(flag, f"{path!r} is {what}; valid: {valid}")
-    if flag == "--resume" and "global_step" not in checkpoint:
-        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
-    return checkpoint
-
-
-def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
-    stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
-    kept = {}
-    for field in dataclasses.fields(Args):
-        if not field.init or field.name not in saved or field.name in now.split():
-            continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
-            continue
-        kept[field.name] = saved[field.name]
-    return dataclasses.replace(args, **kept)
-
-
-def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
-    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
-    if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
-    elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
-
-
+# 5. Training loop
 def main(args: Args) -> dict:
     # 7. Setup
     if args.evaluate is not None:
@@ -1032,6 +459,330 @@ def main(args: Args) -> dict:
     return result
 
 
+# 6. Environment
+class BitFlipEnv(gym.Env):
+    """The HER paper's bit flipping: state and goal in {0, 1}^n, action i flips bit i; reward -1 per step until
+    the state equals the goal (reward 0, terminated); truncated after n steps. The goal is drawn anew each
+    episode, or with fixed_goal is always all ones (Stable-Baselines3's BitFlippingEnv)."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
+
+    def __init__(self, n_bits: int = 15, fixed_goal: bool = False, render_mode: str | None = None):
+        self.n, self.fixed_goal, self.render_mode = n_bits, fixed_goal, render_mode
+        box = gym.spaces.Box(0.0, 1.0, (n_bits,), np.float32)
+        self.observation_space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+        self.action_space = gym.spaces.Discrete(n_bits)
+
+    def _obs(self):
+        return {"observation": self.state.copy(), "achieved_goal": self.state.copy(), "desired_goal": self.goal.copy()}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        if self.fixed_goal:
+            self.goal = np.ones(self.n, np.float32)
+            while (self.goal == self.state).all():  # never start at the goal
+                self.state = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        else:
+            self.goal = self.state
+            while (self.goal == self.state).all():
+                self.goal = self.np_random.integers(0, 2, self.n).astype(np.float32)
+        self.t = 0
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        self.state[action] = 1.0 - self.state[action]
+        self.t += 1
+        reward = float(self.compute_reward(self.state, self.goal, {}))
+        success = bool(self.compute_terminated(self.state, self.goal, {}))
+        return self._obs(), reward, success, self.t >= self.n and not success, {"is_success": success}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """Vectorised over leading dimensions: 0 where achieved == desired, else -1."""
+        return -(achieved_goal != desired_goal).any(-1).astype(np.float32)
+
+    def compute_terminated(self, achieved_goal, desired_goal, info):
+        """Vectorised like compute_reward (gymnasium-robotics' GoalEnv protocol): success ends the episode."""
+        return (achieved_goal == desired_goal).all(-1)
+
+
+gym.register("BitFlip-v0", entry_point=BitFlipEnv)
+gym.register("BitFlipFixedGoal-v0", entry_point=BitFlipEnv, kwargs={"fixed_goal": True})
+
+
+def is_goal_env(env: gym.Env) -> bool:
+    space = env.observation_space
+    keys = {"observation", "achieved_goal", "desired_goal"}
+    return isinstance(space, gym.spaces.Dict) and keys <= set(space.keys()) and hasattr(env.unwrapped, "compute_reward")
+
+
+def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
+    kwargs = {"n_bits": n_bits} if gym.spec(env_id.rpartition(":")[2]).entry_point is BitFlipEnv else {}
+    if render:  # only then: an environment without a renderer may take no render_mode at all
+        kwargs["render_mode"] = "rgb_array"
+    return gym.make(env_id, **kwargs)
+
+
+def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, n_bits)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+
+
+def network_input(obs) -> np.ndarray:
+    """Goal environments: [observation, desired_goal] along the last axis; others: the observation."""
+    if isinstance(obs, dict):
+        return np.concatenate([obs["observation"], obs["desired_goal"]], -1).astype(np.float32)
+    return np.asarray(obs, np.float32)
+
+
+# 7. Storage: a sum tree, a (prioritized) replay memory and hindsight relabelling
+class SumTree:
+    """A complete binary tree over `capacity` leaves (rounded up to a power of two) in one array: node i has
+    children 2i and 2i + 1, the root is node 1, leaf j is node size + j. Each node holds the sum of its leaves."""
+
+    def __init__(self, capacity: int):
+        self.size = 1 << max(capacity - 1, 1).bit_length()
+        self.depth = self.size.bit_length() - 1
+        self.nodes = np.zeros(2 * self.size)
+
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def update(self, leaves: np.ndarray, values: np.ndarray):
+        """Set leaves to values, then recompute their ancestors level by level: O(B log N)."""
+        i = leaves + self.size
+        self.nodes[i] = values
+        for _ in range(self.depth):
+            i = i // 2
+            self.nodes[i] = self.nodes[2 * i] + self.nodes[2 * i + 1]
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """For each v in [0, total), the leaf j with sum(leaves < j) <= v < sum(leaves <= j): descend, going
+        right (and subtracting the left sum) where v is not below the left child's sum. O(B log N)."""
+        i = np.ones(len(values), np.int64)
+        for _ in range(self.depth):
+            left = self.nodes[2 * i]
+            right = values >= left
+            values = np.where(right, values - left, values)
+            i = 2 * i + right
+        return i - self.size
+
+
+class ReplayMemory:
+    """A ring of transitions (x, a, r, terminated, x') with x the network's input; with prioritized=True also a
+    sum tree of their priorities p_i^alpha, new ones at the largest priority seen so far. For HER (goal_dim > 0
+    and `hindsight` set), whole episodes are added in order, with the goal achieved at each x', and the last
+    goal_dim entries of x and x' (the goal) are relabelled when sampled. r_min and r_max are the smallest and
+    largest rewards it has seen, stored or recomputed by relabelling: they bound the TD targets."""
+
+    ARRAYS = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
+
+    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int,
+                 goal_dim: int = 0):  # fmt: skip
+        self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
+        self.x = np.zeros((capacity, x_dim), np.float32)
+        self.next_x = np.zeros((capacity, x_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, bool)
+        self.next_achieved = np.zeros((capacity, goal_dim), np.float32)  # HER: the goal achieved at x'
+        self.episode_start = np.zeros(capacity, np.int64)  # HER: ring positions of the first and last
+        self.episode_end = np.zeros(capacity, np.int64)  # transitions of each transition's episode
+        self.hindsight = None  # HER: (strategy, k, compute_reward, compute_terminated or None)
+        self.r_min, self.r_max = float("inf"), float("-inf")
+        self.pos, self.size = 0, 0
+        self.tree = SumTree(capacity) if prioritized else None
+        self.max_priority = 1.0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, x, actions, rewards, terminated, next_x, next_achieved=None):
+        """B transitions, each argument with leading dimension B; with next_achieved, they are one whole episode."""
+        idx = (self.pos + np.arange(len(actions))) % self.capacity
+        self.x[idx], self.actions[idx], self.rewards[idx] = x, actions, rewards
+        self.terminated[idx], self.next_x[idx] = terminated, next_x
+        self.see_rewards(self.rewards[idx])
+        if self.prioritized:
+            self.tree.update(idx, np.full(len(idx), self.max_priority**self.alpha))
+        self.pos = int((self.pos + len(actions)) % self.capacity)
+        self.size = min(self.size + len(actions), self.capacity)
+        if next_achieved is not None:
+            self.next_achieved[idx] = next_achieved
+            self.episode_start[idx], self.episode_end[idx] = idx[0], idx[-1]
+            # a full ring overwrites the oldest episode from its start: what is left of it, from the next
+            # position to write to its end, becomes the episode its transitions relabel from
+            oldest = self.pos
+            if self.size == self.capacity and self.episode_start[oldest] != oldest:
+                rest = (oldest + np.arange((self.episode_end[oldest] - oldest) % self.capacity + 1)) % self.capacity
+                self.episode_start[rest] = oldest
+
+    def sample(self, n: int, beta: float) -> dict:
+        """n transitions with their indices and importance weights (all 1 without prioritization)."""
+        if not self.prioritized:
+            idx = self.rng.integers(0, self.size, n)
+            weights = np.ones(n, np.float32)
+        else:  # one draw in each of n equal slices of the total priority
+            total = self.tree.total()
+            values = (np.arange(n) + self.rng.random(n)) * (total / n)
+            idx = np.minimum(self.tree.find(values), self.size - 1)
+            weights = importance_weights(self.tree.nodes[idx + self.tree.size] / total, self.size, beta)
+        b = {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+             "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
+        if self.hindsight is not None:
+            self.relabel(b)
+        return b
+
+    def relabel(self, b: dict):
+        """HER, in place on a sampled batch: with probability k / (k + 1) a transition's goal becomes one its own
+        episode achieved; its reward is recomputed, and its termination too where the environment has
+        compute_terminated (otherwise terminations are taken as independent of the goal: the stored flag stays)."""
+        strategy, k, compute_reward, compute_terminated = self.hindsight
+        b["relabelled"] = self.rng.random(len(b["idx"])) < k / (k + 1)
+        rows = np.flatnonzero(b["relabelled"])
+        t = b["idx"][rows]
+        later = her_goal_positions(t, self.episode_start[t], self.episode_end[t], strategy, self.capacity, self.rng)
+        goals = self.next_achieved[later]
+        b["x"][rows, -goals.shape[1] :] = goals
+        b["next_x"][rows, -goals.shape[1] :] = goals
+        b["rewards"][rows] = compute_reward(self.next_achieved[t], goals, {})
+        self.see_rewards(b["rewards"][rows])
+        if compute_terminated is not None:
+            b["terminated"][rows] = compute_terminated(self.next_achieved[t], goals, {})
+
+    def see_rewards(self, rewards: np.ndarray):
+        if len(rewards):
+            self.r_min, self.r_max = min(self.r_min, float(rewards.min())), max(self.r_max, float(rewards.max()))
+
+    def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray):
+        priorities = np.abs(td_errors) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(idx, priorities**self.alpha)
+
+    def state_dict(self) -> dict:
+        state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in self.ARRAYS}
+        return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
+                "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
+                "rng": self.rng.bit_generator.state, "r_min": self.r_min, "r_max": self.r_max}  # fmt: skip
+
+    def load_state_dict(self, state: dict):
+        for k in self.ARRAYS:
+            getattr(self, k)[: state["size"]] = state[k].numpy()
+        self.pos, self.size, self.max_priority = state["pos"], state["size"], state["max_priority"]
+        if self.tree is not None and state["tree"] is not None:
+            self.tree.nodes[:] = state["tree"].numpy()
+        elif self.tree is not None:  # saved without priorities: every stored transition at priority 1
+            self.tree.update(np.arange(self.size), np.ones(self.size))
+        self.rng.bit_generator.state = state["rng"]
+        self.r_min, self.r_max = state["r_min"], state["r_max"]
+
+
+def her_goal_positions(t, start, end, strategy: str, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """Ring positions t (B,) of transitions whose episodes lie at [start, end] (B,) (in ring order, so possibly
+    wrapping around). Returns the position t' of each one's new goal, the goal achieved after step t': future:
+    uniform in [t, end]; final: end; episode: uniform in [start, end]."""
+    if strategy == "final":
+        return end
+    first = t if strategy == "future" else start
+    return (first + rng.integers(0, (end - first) % capacity + 1)) % capacity
+
+
+# 8. Plumbing
+def supported_env_ids() -> list[str]:
+    """The ids a typo is matched against: the bit-flipping tasks of this file, gymnasium's own families with
+    vector observations (classic control, Box2D, MuJoCo) and a user's registered ids; not toy text (discrete
+    observations) or the JAX versions under phys2d/ and tabular/."""
+    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
+
+
+def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
+    """Check every flag before any work; return the single observation and action spaces, and whether the
+    environment is goal-conditioned."""
+    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
+                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
+                        ("--train-frequency", args.train_frequency), ("--hidden-size", args.hidden_size),
+                        ("--target-network-frequency", args.target_network_frequency), ("--her-k", args.her_k),
+                        ("--n-bits", args.n_bits)]:  # fmt: skip
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
+                        ("--exploration-fraction", args.exploration_fraction), ("--per-alpha", args.per_alpha),
+                        ("--per-beta0", args.per_beta0)]:  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            fail(flag, f"must be in [0, 1], got {value}")
+    for flag, value in [("--tau", args.tau), ("--learning-rate", args.learning_rate), ("--per-eps", args.per_eps)]:
+        if not value > 0 or (flag == "--tau" and value > 1):
+            fail(flag, f"must be {'in (0, 1]' if flag == '--tau' else 'positive'}, got {value}")
+    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
+                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.batch_size > args.buffer_size:
+        fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
+    if not args.batch_size <= args.learning_starts <= args.buffer_size:
+        fail("--learning-starts", f"must be in [--batch-size, --buffer-size] = [{args.batch_size}, "
+                                  f"{args.buffer_size}], got {args.learning_starts}")  # fmt: skip
+    if args.learning_starts + args.train_frequency > args.total_timesteps:
+        fail(
+            "--learning-starts",
+            f"{args.learning_starts} leaves no gradient step in a run of --total-timesteps {args.total_timesteps} "
+            f"(one every --train-frequency {args.train_frequency} steps from then on): lower it or train longer",
+        )
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
+    check_env_id(args.env_id, supported_env_ids())
+    try:
+        env = make_env(args.env_id, args.n_bits)
+    except (gym.error.Error, ImportError) as e:
+        fail("--env-id", f"{args.env_id} cannot be created: {e}")
+    goal = is_goal_env(env)
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        fail("--env-id", f"{args.env_id} has action space {env.action_space}; DQN needs a Discrete one")
+    if args.her and not goal:
+        fail("--her", f"{args.env_id} is not a goal environment (Dict observation with achieved_goal and "
+                      "desired_goal, and compute_reward); pass --no-her")  # fmt: skip
+    longest = env.unwrapped.n if isinstance(env.unwrapped, BitFlipEnv) else env.spec.max_episode_steps
+    if args.her and longest is not None and args.buffer_size < longest:  # an episode must not overwrite itself
+        fail("--buffer-size", f"HER stores whole episodes: must be at least {args.env_id}'s longest episode, "
+                              f"{longest} steps, got {args.buffer_size}")  # fmt: skip
+    if not goal and not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or a goal env")
+    if args.capture_video:
+        if "rgb_array" not in env.metadata.get("render_modes", []):
+            fail("--capture-video", f"{args.env_id} has no rgb_array renderer")
+        check_video(lambda: make_env(args.env_id, args.n_bits, render=True))
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return *spaces, goal
+
+
+def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> tuple[list, list]:
+    """Whole episodes with greedy actions; returns their returns and (goal environments) successes."""
+    env = make_env(args.env_id, args.n_bits, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    obs, _ = env.reset(seed=seed)
+    returns, successes, total = [], [], 0.0
+    while len(returns) < args.eval_episodes:
+        with torch.no_grad():
+            action = int(q_network(torch.as_tensor(network_input(obs), device=device)[None]).argmax(1).item())
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            successes.append(float(info.get("is_success", 0.0)))
+            total = 0.0
+            obs, _ = env.reset()
+    env.close()
+    return returns, successes
+
+
 def evaluate_saved(args: Args) -> dict:
     """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes episodes with greedy actions
     (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
@@ -1056,6 +807,257 @@ def evaluate_saved(args: Args) -> dict:
     stop_tracking(args.track)
     print_paths(run_dir, [video_dir] if video_dir else [])
     return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, supported, n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
+    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
+    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
+        resume="allow",
+        config=vars(args),
+        sync_tensorboard=True,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def release_stop_signals():
+    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
+    if not os.path.isfile(path):
+        fail(flag, f"no file at {path!r}; valid: {valid}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
+    stay the run's own unless given with a value other than their default: a run length given on purpose extends
+    (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if (
+            field.name in ("total_timesteps", "checkpoint_every", "save_model")
+            and getattr(args, field.name) != field.default
+        ):
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
 
 
 if __name__ == "__main__":

@@ -153,44 +153,7 @@ class Args:
     """total_timesteps // batch_size"""
 
 
-# 3. Environment
-def make_env(env_id: str):
-    """One environment. Episode statistics are tracked in the loop, Box actions are clipped there."""
-    return lambda: gym.make(env_id)
-
-
-def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    """N environments stepped in lockstep, reset inside the step that ends an episode (see the header)."""
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
-
-
-# 4. Storage: on-policy, no replay; one rollout of (num_steps, num_envs) tensors, refilled every update
-@dataclass
-class Rollout:
-    obs: torch.Tensor  # (T, N, *obs_shape)
-    actions: torch.Tensor  # (T, N) Discrete, (T, N, action_dim) Box
-    rewards: torch.Tensor  # (T, N)
-    terminations: torch.Tensor  # (T, N) bool: the MDP ended after step t
-    truncations: torch.Tensor  # (T, N) bool: a time limit cut the episode after step t
-    next_values: torch.Tensor  # (T, N) V(true final obs) where truncated, V(s_T) at t = T-1, else 0
-
-
-def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
-    zeros = lambda *shape, dtype=torch.float32: torch.zeros((T, N, *shape), dtype=dtype, device=device)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    return Rollout(
-        obs=zeros(*obs_space.shape),
-        actions=zeros(dtype=torch.long) if discrete else zeros(*action_space.shape),
-        rewards=zeros(),
-        terminations=zeros(dtype=torch.bool),
-        truncations=zeros(dtype=torch.bool),
-        next_values=zeros(),
-    )
-
-
-# 5. Networks
+# 3. Networks
 def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float) -> nn.Sequential:
     """Two tanh hidden layers, orthogonal init; a small out_gain starts the policy near uniform."""
     layers = [nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, out_dim)]
@@ -227,29 +190,7 @@ class Policy(nn.Module):
         return gaussian_log_prob(out, self.log_std, actions), gaussian_entropy(self.log_std).expand(out.shape[:-1])
 
 
-# 6. Targets and losses
-def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """logits (B, A), actions (B,) long -> log pi(a|s) (B,)."""
-    return logits.log_softmax(-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """logits (B, A) -> H = -sum_a p log p (B,)."""
-    logp = logits.log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """mean (B, D), log_std (D,), actions (B, D) -> sum_d log N(a_d; mean_d, std_d) (B,)."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    """log_std (D,) -> sum_d (0.5 + 0.5 log(2 pi) + log_std_d), a scalar."""
-    return (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum()
-
-
+# 4. Targets and losses
 def discounted_returns(rewards, ends, next_values, gamma: float) -> torch.Tensor:
     """Reward-to-go G_t = r_t + gamma * (next_values_t if ends_t else G_{t+1}).
 
@@ -273,360 +214,29 @@ def from_episode_start(x: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def supported_env_ids() -> list[str]:
-    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
-    Box2D, MuJoCo) and a user's registered ids; not toy text (discrete observations) or the JAX versions under
-    phys2d/ and tabular/."""
-    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
+def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """logits (B, A), actions (B,) long -> log pi(a|s) (B,)."""
+    return logits.log_softmax(-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
-def validate(args: Args) -> gym.Env:
-    """Check every flag before any work; return one probe environment to read the spaces from."""
-    for flag, value in [
-        ("--total-timesteps", args.total_timesteps),
-        ("--num-envs", args.num_envs),
-        ("--num-steps", args.num_steps),
-        ("--hidden-size", args.hidden_size),
-        ("--vf-iters", args.vf_iters),
-    ]:
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    if args.total_timesteps < args.num_envs * args.num_steps:
-        fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
-    if not 0.0 <= args.gamma <= 1.0:
-        fail("--gamma", f"must be in [0, 1], got {args.gamma}")
-    for flag, value in [("--learning-rate", args.learning_rate), ("--vf-learning-rate", args.vf_learning_rate)]:
-        if not value > 0:
-            fail(flag, f"must be positive, got {value}")
-    if args.ent_coef < 0:
-        fail("--ent-coef", f"must be non-negative, got {args.ent_coef}")
-    for flag, value in [
-        ("--seed", args.seed),
-        ("--eval-episodes", args.eval_episodes),
-        ("--checkpoint-every", args.checkpoint_every),
-        ("--torch-threads", args.torch_threads),
-    ]:
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
-    check_tracking(args.track)
-    check_env_id(args.env_id, supported_env_ids())
-    try:
-        env = gym.make(args.env_id)
-    except gym.error.DependencyNotInstalled as e:
-        fail("--env-id", f"{args.env_id} cannot be created: {e}")
-    except ImportError as e:
-        fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
-    if args.capture_video:
-        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
-    if not (
-        isinstance(env.action_space, gym.spaces.Discrete)
-        or (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)
-    ):
-        fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box")
-    return env
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """logits (B, A) -> H = -sum_a p log p (B,)."""
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
-def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list[float]:
-    """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns."""
-    env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            with torch.no_grad():
-                action = policy.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not policy.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """mean (B, D), log_std (D,), actions (B, D) -> sum_d log N(a_d; mean_d, std_d) (B,)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
-def evaluate_saved(args: Args) -> dict:
-    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
-    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
-    saved = load_checkpoint(args.evaluate, "reinforce.py", "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
-    probe_env = validate(args)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    policy = Policy(probe_env.observation_space.shape[0], probe_env.action_space, args.hidden_size).to(device)
-    policy.load_state_dict(saved["policy"])
-    probe_env.close()
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir)
-    write_hyperparameters(writer, args)
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    returns = evaluate(policy, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
-    report_evaluation(writer, returns)
-    writer.close()
-    stop_tracking(args.track)
-    print_paths(run_dir, [video_dir] if video_dir else [])
-    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """log_std (D,) -> sum_d (0.5 + 0.5 log(2 pi) + log_std_d), a scalar."""
+    return (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum()
 
 
-def fail(flag: str, message: str):
-    """Bad input: one line naming the flag, exit status 2, no traceback."""
-    print(f"error: {flag}: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def check_env_id(env_id: str, supported: list[str]):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
-    A typo is answered with the closest of the ids this script supports."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, supported, n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-
-
-def check_video(make_video_env):
-    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
-    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
-    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
-    problem = None
-    try:
-        with make_video_env() as env:
-            env.reset(seed=0)
-            env.render()
-    except gym.error.DependencyNotInstalled as e:
-        if importlib.util.find_spec("pygame") is None:
-            missing.append("pygame")
-        else:
-            problem = e
-    except TypeError as e:  # a user's environment whose constructor takes no render_mode
-        problem = e
-    if missing:
-        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
-    if problem is not None:
-        fail("--capture-video", f"the environment cannot render: {problem}")
-
-
-def check_tracking(track: bool):
-    """--track needs wandb, an optional package: say how to get it before any work."""
-    if track and importlib.util.find_spec("wandb") is None:
-        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
-
-
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
-    if track:
-        import wandb
-
-        wandb.finish()
-
-
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
-    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    return run_dir
-
-
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-
-
-def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
-    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
-    schedulers expect."""
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    return stop
-
-
-def release_stop_signals():
-    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def exit_status(result: dict) -> int:
-    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
-    return 128 + result["signal"] if result.get("signal") else 0
-
-
-def say_rounded(total_timesteps: int, steps: int, unit: str):
-    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
-    if steps != total_timesteps:
-        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
-
-
-def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
-    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
-    in seconds), the mean of the recent returns, what it saved and how to look at it."""
-    sps = int(steps / seconds) if seconds > 0 else 0
-    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
-    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
-    print_paths(run_dir, saved)
-
-
-def print_paths(run_dir: str, saved: list):
-    """What a run saved, one path a line, and the command that shows its curves."""
-    for path in saved:
-        print(f"  saved: {path}")
-    print(f"  tensorboard --logdir {run_dir}")
-
-
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
-    for i, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, i)
-        if successes:
-            writer.add_scalar("eval/success_rate", successes[i], i)
-    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
-    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
-
-
-def save_atomically(obj, path: str):
-    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
-    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
-    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
-    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
-    if not os.path.isfile(path):
-        fail(flag, f"no file at {path!r}; valid: {valid}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
-    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
-    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if owner != script:
-        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
-        fail(flag, f"{path!r} is {what}; valid: {valid}")
-    if flag == "--resume" and "global_step" not in checkpoint:
-        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
-    return checkpoint
-
-
-def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
-    stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
-    kept = {}
-    for field in dataclasses.fields(Args):
-        if not field.init or field.name not in saved or field.name in now.split():
-            continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
-            continue
-        kept[field.name] = saved[field.name]
-    return dataclasses.replace(args, **kept)
-
-
-def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
-    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
-    if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
-    elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
-
-
-class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.total, self.enabled, self.next_line = total, enabled, start
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            columns = [
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-            ]
-            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
-            self.bar = Progress(*columns)
-            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
-            self.bar.start()
-
-    def update(self, step: int, sps: int, recent: deque):
-        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
-            self.next_line += self.total // 10
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-
-
+# 5. Training loop
 def main(args: Args) -> dict:
     # 7. Setup
     if args.evaluate is not None:
@@ -830,6 +440,398 @@ def main(args: Args) -> dict:
     stop_tracking(args.track)
     print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     return result
+
+
+# 6. Environment
+def make_env(env_id: str):
+    """One environment. Episode statistics are tracked in the loop, Box actions are clipped there."""
+    return lambda: gym.make(env_id)
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
+    """N environments stepped in lockstep, reset inside the step that ends an episode (see the header)."""
+    return gym.vector.SyncVectorEnv(
+        [make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+# 7. Storage: on-policy, no replay; one rollout of (num_steps, num_envs) tensors, refilled every update
+@dataclass
+class Rollout:
+    obs: torch.Tensor  # (T, N, *obs_shape)
+    actions: torch.Tensor  # (T, N) Discrete, (T, N, action_dim) Box
+    rewards: torch.Tensor  # (T, N)
+    terminations: torch.Tensor  # (T, N) bool: the MDP ended after step t
+    truncations: torch.Tensor  # (T, N) bool: a time limit cut the episode after step t
+    next_values: torch.Tensor  # (T, N) V(true final obs) where truncated, V(s_T) at t = T-1, else 0
+
+
+def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
+    zeros = lambda *shape, dtype=torch.float32: torch.zeros((T, N, *shape), dtype=dtype, device=device)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    return Rollout(
+        obs=zeros(*obs_space.shape),
+        actions=zeros(dtype=torch.long) if discrete else zeros(*action_space.shape),
+        rewards=zeros(),
+        terminations=zeros(dtype=torch.bool),
+        truncations=zeros(dtype=torch.bool),
+        next_values=zeros(),
+    )
+
+
+# 8. Plumbing
+def supported_env_ids() -> list[str]:
+    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
+    Box2D, MuJoCo) and a user's registered ids; not toy text (discrete observations) or the JAX versions under
+    phys2d/ and tabular/."""
+    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
+
+
+def validate(args: Args) -> gym.Env:
+    """Check every flag before any work; return one probe environment to read the spaces from."""
+    for flag, value in [
+        ("--total-timesteps", args.total_timesteps),
+        ("--num-envs", args.num_envs),
+        ("--num-steps", args.num_steps),
+        ("--hidden-size", args.hidden_size),
+        ("--vf-iters", args.vf_iters),
+    ]:
+        if value <= 0:
+            fail(flag, f"must be a positive integer, got {value}")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
+    if not 0.0 <= args.gamma <= 1.0:
+        fail("--gamma", f"must be in [0, 1], got {args.gamma}")
+    for flag, value in [("--learning-rate", args.learning_rate), ("--vf-learning-rate", args.vf_learning_rate)]:
+        if not value > 0:
+            fail(flag, f"must be positive, got {value}")
+    if args.ent_coef < 0:
+        fail("--ent-coef", f"must be non-negative, got {args.ent_coef}")
+    for flag, value in [
+        ("--seed", args.seed),
+        ("--eval-episodes", args.eval_episodes),
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--torch-threads", args.torch_threads),
+    ]:
+        if value < 0:
+            fail(flag, f"must be 0 or more, got {value}")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    check_tracking(args.track)
+    check_env_id(args.env_id, supported_env_ids())
+    try:
+        env = gym.make(args.env_id)
+    except gym.error.DependencyNotInstalled as e:
+        fail("--env-id", f"{args.env_id} cannot be created: {e}")
+    except ImportError as e:
+        fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
+    if args.capture_video:
+        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
+    if not (
+        isinstance(env.action_space, gym.spaces.Discrete)
+        or (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)
+    ):
+        fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box")
+    return env
+
+
+def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list[float]:
+    """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns."""
+    env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.no_grad():
+                action = policy.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            if not policy.discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def evaluate_saved(args: Args) -> dict:
+    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
+    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
+    saved = load_checkpoint(args.evaluate, "reinforce.py", "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    probe_env = validate(args)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    policy = Policy(probe_env.observation_space.shape[0], probe_env.action_space, args.hidden_size).to(device)
+    policy.load_state_dict(saved["policy"])
+    probe_env.close()
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
+    start_tracking(args, run_dir)
+    writer = SummaryWriter(run_dir)
+    write_hyperparameters(writer, args)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(policy, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
+    report_evaluation(writer, returns)
+    writer.close()
+    stop_tracking(args.track)
+    print_paths(run_dir, [video_dir] if video_dir else [])
+    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+
+
+def fail(flag: str, message: str):
+    """Bad input: one line naming the flag, exit status 2, no traceback."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_env_id(env_id: str, supported: list[str]):
+    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
+    A typo is answered with the closest of the ids this script supports."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, supported, n=3)
+        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_video(make_video_env):
+    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
+    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
+    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
+    problem = None
+    try:
+        with make_video_env() as env:
+            env.reset(seed=0)
+            env.render()
+    except gym.error.DependencyNotInstalled as e:
+        if importlib.util.find_spec("pygame") is None:
+            missing.append("pygame")
+        else:
+            problem = e
+    except TypeError as e:  # a user's environment whose constructor takes no render_mode
+        problem = e
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    if problem is not None:
+        fail("--capture-video", f"the environment cannot render: {problem}")
+
+
+def check_tracking(track: bool):
+    """--track needs wandb, an optional package: say how to get it before any work."""
+    if track and importlib.util.find_spec("wandb") is None:
+        fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+
+
+def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
+    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
+    unix_time = int(time.time())
+    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
+        unix_time += 1  # never write into an earlier run's folder
+    return run_dir
+
+
+def write_hyperparameters(writer: SummaryWriter, args):
+    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+
+
+def start_tracking(args, run_dir: str):
+    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
+    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
+    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
+    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
+    if not args.track:
+        return
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=os.path.basename(run_dir),
+        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
+        resume="allow",
+        config=vars(args),
+        sync_tensorboard=True,
+    )
+
+
+def stop_tracking(track: bool):
+    """--track: send what is left and close the Weights & Biases run."""
+    if track:
+        import wandb
+
+        wandb.finish()
+
+
+class ProgressReport:
+    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled, self.next_line = total, enabled, start
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            columns = [
+                TextColumn("[bold]steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} SPS"),
+            ]
+            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
+            self.bar = Progress(*columns)
+            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
+            self.bar.start()
+
+    def update(self, step: int, sps: int, recent: deque):
+        ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        elif self.enabled and step >= self.next_line:
+            eta = (self.total - step) / max(sps, 1)
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+            self.next_line += self.total // 10
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def say_rounded(total_timesteps: int, steps: int, unit: str):
+    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
+    if steps != total_timesteps:
+        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
+
+
+def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
+    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
+    in seconds), the mean of the recent returns, what it saved and how to look at it."""
+    sps = int(steps / seconds) if seconds > 0 else 0
+    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
+    print_paths(run_dir, saved)
+
+
+def print_paths(run_dir: str, saved: list):
+    """What a run saved, one path a line, and the command that shows its curves."""
+    for path in saved:
+        print(f"  saved: {path}")
+    print(f"  tensorboard --logdir {run_dir}")
+
+
+def catch_stop_signals() -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
+    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
+    schedulers expect."""
+    stop = {"signal": None}
+
+    def request_stop(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def release_stop_signals():
+    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def exit_status(result: dict) -> int:
+    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
+    return 128 + result["signal"] if result.get("signal") else 0
+
+
+def save_atomically(obj, path: str):
+    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
+    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
+    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
+    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
+    if not os.path.isfile(path):
+        fail(flag, f"no file at {path!r}; valid: {valid}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
+    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if owner != script:
+        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
+        fail(flag, f"{path!r} is {what}; valid: {valid}")
+    if flag == "--resume" and "global_step" not in checkpoint:
+        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
+    return checkpoint
+
+
+def resume_args(args: Args, saved: dict) -> Args:
+    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
+    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
+    stay the run's own unless given with a value other than their default: a run length given on purpose extends
+    (or ends) it."""
+    now = (
+        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
+        "checkpoint_replay track wandb_project_name wandb_entity"
+    )
+    kept = {}
+    for field in dataclasses.fields(Args):
+        if not field.init or field.name not in saved or field.name in now.split():
+            continue
+        if (
+            field.name in ("total_timesteps", "checkpoint_every", "save_model")
+            and getattr(args, field.name) != field.default
+        ):
+            continue
+        kept[field.name] = saved[field.name]
+    return dataclasses.replace(args, **kept)
+
+
+def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
+    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    if global_step >= total:
+        print(
+            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
+            "train (a larger --total-timesteps extends it)"
+        )
+    elif total != saved_total:
+        print(
+            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
+            f"{schedules}"
+        )
+    else:
+        print(f"resume: step {global_step} of {total}")
+
+
+def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
+    """eval/ scalars for each evaluation episode, and one line with their mean."""
+    for i, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, i)
+        if successes:
+            writer.add_scalar("eval/success_rate", successes[i], i)
+    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
+    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
 
 
 if __name__ == "__main__":
