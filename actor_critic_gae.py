@@ -86,6 +86,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 import ale_py
@@ -198,12 +199,10 @@ class ActorCritic(nn.Module):
         n_out = action_space.n if self.discrete else action_space.shape[0]
         self.scale = 1 / 255 if len(obs_shape) == 3 else 1.0
         if len(obs_shape) == 3:  # (4, 84, 84) -> 512 features
-            self.trunk = nn.Sequential(
-                layer(nn.Conv2d(obs_shape[0], 32, 8, stride=4), np.sqrt(2)), nn.ReLU(),
-                layer(nn.Conv2d(32, 64, 4, stride=2), np.sqrt(2)), nn.ReLU(),
-                layer(nn.Conv2d(64, 64, 3, stride=1), np.sqrt(2)), nn.ReLU(), nn.Flatten(),
-                layer(nn.Linear(64 * 7 * 7, 512), np.sqrt(2)), nn.ReLU(),
-            )  # fmt: skip
+            layers = []
+            for c_in, c_out, k, stride in [(obs_shape[0], 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)]:  # 84, 20, 9, 7
+                layers += [layer(nn.Conv2d(c_in, c_out, k, stride=stride), np.sqrt(2)), nn.ReLU()]
+            self.trunk = nn.Sequential(*layers, nn.Flatten(), layer(nn.Linear(64 * 7 * 7, 512), np.sqrt(2)), nn.ReLU())
             self.actor, self.critic = nn.Linear(512, n_out), nn.Linear(512, 1)
         elif shared:
             self.trunk = mlp(obs_shape[0], None, hidden)
@@ -317,31 +316,23 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 
 # 5. Training loop
 def main(args: Args) -> dict:
-    # 7. Setup
+    # SETUP
     if args.evaluate is not None:
-        return evaluate_saved(args)
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, "actor_critic_gae.py")
-        args = resume_args(args, checkpoint["args"])
+        return evaluate_saved(args, "actor_critic_gae.py", saved_evaluation)
+    args, checkpoint = resume_or_start(args, "actor_critic_gae.py")
     obs_space, action_space = validate(args)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     distributed = world > 1
-    use_cuda = args.cuda and torch.cuda.is_available()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
-    args.batch_size = args.num_envs * args.num_steps * world
+    num_envs, num_steps = args.num_envs, args.num_steps
+    args.batch_size = num_envs * num_steps * world
     args.num_updates = args.total_timesteps // args.batch_size
     if args.num_updates == 0:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps * processes = {args.batch_size}")
     if rank == 0:
         say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed)  # the same initial networks in every process ...
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = setup_torch(args.seed + rank, args.cuda, args.torch_threads, args.torch_deterministic)
 
+    torch.manual_seed(args.seed)  # the same initial networks in every process ...
     agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
@@ -351,69 +342,43 @@ def main(args: Args) -> dict:
         # Python exits, abort the process when they release a tensor (pytorch issue 190489)
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    global_step, start_update = 0, 0
-    lr_anchor = (0, args.learning_rate)  # --anneal-lr: the learning rate falls linearly from here to 0 at the end
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    modules = {"agent": agent, "optimizer": optimizer}
+    # --anneal-lr: the learning rate falls linearly from lr_anchor = (update, rate) to 0 at the end
+    state = {"global_step": 0, "update": 0, "lr_anchor": (0, args.learning_rate), "run_dir": None}
+    global_step, start_update, lr_anchor, run_dir = restore(checkpoint, modules, state, rng=world == 1)
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, start_update, run_dir = checkpoint["global_step"], checkpoint["update"], checkpoint["run_dir"]
-        lr_anchor = checkpoint["lr_anchor"]
         saved_updates = checkpoint["args"]["num_updates"]
         if args.num_updates != saved_updates:  # a new run length: the schedule continues from where it is, no jump
             lr_anchor = (start_update, annealed_lr(lr_anchor, start_update, saved_updates))
         if rank == 0:
-            say_where_resumed(
-                global_step,
-                args.total_timesteps,
-                checkpoint["args"]["total_timesteps"],
-                "the annealed learning rate falls from its current value to 0 at the new end",
-            )
-        if world == 1:  # one process: continue the exact random streams
-            random.setstate(checkpoint["rng"]["python"])
-            np.random.set_state(checkpoint["rng"]["numpy"])
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-        else:
+            schedules = "the annealed learning rate falls from its current value to 0 at the new end"
+            say_where_resumed(global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], schedules)
+        if world > 1:  # several processes: new random streams (one process continues its own exactly)
             torch.manual_seed(args.seed + rank + global_step)
-    else:
-        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
-    writer = None
-    if rank == 0:
-        print(f"run folder: {run_dir}")
-        start_tracking(args, run_dir)
-        writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)  # drop what came after
-        write_hyperparameters(writer, args)
-
+        del checkpoint
+    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
+    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None) if rank == 0 else None
     # the environments restart from new episodes on resume: their state is not saved
-    envs = make_envs(args.env_id, args.num_envs)
-    T, N = args.num_steps, args.num_envs
-    rollout = make_rollout(T, N, obs_space, action_space, device)
+    envs = make_envs(args.env_id, num_envs)
+    rollout = make_rollout(num_steps, num_envs, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
     stop = catch_stop_signals()  # finish the update in progress, then checkpoint and exit
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    def write_checkpoint():
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        state = {"args": vars(args), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng}
-        state |= {"global_step": global_step, "update": update + 1, "run_dir": run_dir, "lr_anchor": lr_anchor}
-        save_atomically(state | {"script": "actor_critic_gae.py"}, checkpoint_path)
-
-    # 8. Loop
+    # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress and rank == 0)
-    next_obs, info = envs.reset(seed=args.seed + rank * N + global_step)
-    lives = info.get("lives")
+    next_obs, infos = envs.reset(seed=args.seed + rank * num_envs + global_step)
+    lives = infos.get("lives")
     next_obs = torch.as_tensor(next_obs, device=device)
-    next_checkpoint = global_step + args.checkpoint_every
-    update = start_update - 1
     for update in range(start_update, args.num_updates):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = annealed_lr(lr_anchor, update, args.num_updates)
         rollout.final_values.zero_()
-        for t in range(T):
+        for t in range(num_steps):
             # ACT
             with torch.no_grad():
                 out, value = agent(next_obs)
@@ -424,67 +389,53 @@ def main(args: Args) -> dict:
                 env_action = np.clip(env_action, low, high)
 
             # STEP
-            next_obs_np, reward, terminated, truncated, info = envs.step(env_action)
+            next_obs_np, rewards, terminations, truncations, infos = envs.step(env_action)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            global_step += N * world
-            done = terminated | truncated
+            global_step += num_envs * world
+            dones = terminations | truncations
 
             # RECORD EPISODES: the real, unclipped return of whole episodes (Atari: whole games)
-            ep_return += reward
+            ep_return += rewards
             ep_length += 1
-            for i in np.flatnonzero(done):
+            for i in np.flatnonzero(dones):
                 episodic_returns.append(float(ep_return[i]))
                 episodic_steps.append(global_step)
                 recent_returns.append(float(ep_return[i]))
                 if writer is not None:
                     writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
                     writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
-            ep_return[done], ep_length[done] = 0.0, 0
+            ep_return[dones], ep_length[dones] = 0.0, 0
 
             # STORE
             if is_atari:  # a lost life ends the value's horizon, not the game (at game over: the new game's lives)
-                terminated = terminated | ((info["lives"] < lives) & ~done)
-                lives = info["lives"]
-                reward = np.sign(reward)
-            rollout.rewards[t] = torch.as_tensor(reward, device=device)
-            rollout.terminations[t] = torch.as_tensor(terminated, device=device)
-            rollout.truncations[t] = torch.as_tensor(truncated, device=device)
-            if truncated.any():  # bootstrap a time limit from the true final observation
-                final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated]), device=device)
+                terminations = terminations | ((infos["lives"] < lives) & ~dones)
+                lives = infos["lives"]
+                rewards = np.sign(rewards)
+            rollout.rewards[t] = torch.as_tensor(rewards, device=device)
+            rollout.terminations[t] = torch.as_tensor(terminations, device=device)
+            rollout.truncations[t] = torch.as_tensor(truncations, device=device)
+            if truncations.any():  # bootstrap a time limit from the true final observation
+                final_obs = torch.as_tensor(np.stack(infos["final_obs"][truncations]), device=device)
                 with torch.no_grad():
-                    rollout.final_values[t, torch.as_tensor(truncated, device=device)] = agent(final_obs)[1]
+                    rollout.final_values[t, torch.as_tensor(truncations, device=device)] = agent(final_obs)[1]
 
         # LEARN
         with torch.no_grad():
             last_value = agent(next_obs)[1]
-        next_values = next_state_values(rollout.values, last_value, rollout.terminations, rollout.truncations,
-                                        rollout.final_values)  # fmt: skip
-        dones = rollout.terminations | rollout.truncations
+        terminations, truncations = rollout.terminations, rollout.truncations
+        next_values = next_state_values(rollout.values, last_value, terminations, truncations, rollout.final_values)
+        dones = terminations | truncations
         advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gamma, args.gae_lambda)
-        b_returns = (advantages + rollout.values).flatten()
+        b_returns, b_values = (advantages + rollout.values).flatten(), rollout.values.flatten()
+        b_obs, b_actions, b_advantages = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1), advantages.flatten()
         loss, policy_loss, value_loss, entropy = a2c_loss(
-            agent,
-            rollout.obs.flatten(0, 1),
-            rollout.actions.flatten(0, 1),
-            advantages.flatten(),
-            b_returns,
-            args.vf_coef,
-            args.ent_coef,
-            args.norm_adv,
-            distributed,
+            agent, b_obs, b_actions, b_advantages, b_returns, args.vf_coef, args.ent_coef, args.norm_adv, distributed
         )
         optimizer.zero_grad()
         loss.backward()
         if distributed:  # average the gradients of all processes (and agree on stopping) in one all_reduce
-            grads = [p.grad for p in agent.parameters()]
-            flat = torch.cat([g.flatten() for g in grads] + [torch.tensor([float(stop["signal"] is not None)],
-                                                                          device=device)])  # fmt: skip
-            dist.all_reduce(flat)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g) / world)
-                offset += g.numel()
-            if flat[-1] > 0:
+            stopping = torch.tensor([float(stop["signal"] is not None)], device=device)
+            if all_reduce_mean([p.grad for p in agent.parameters()], stopping, world):
                 stop["signal"] = stop["signal"] or signal.SIGTERM
         grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
@@ -492,66 +443,51 @@ def main(args: Args) -> dict:
         # LOG
         sps = int((global_step - start_step) / (time.time() - start_time))
         if writer is not None:
-            for key, v in [("losses/policy_loss", policy_loss), ("losses/value_loss", value_loss),
-                           ("losses/entropy", entropy), ("losses/grad_norm", grad_norm),
-                           ("losses/explained_variance", 1 - (b_returns - rollout.values.flatten()).var()
-                            / (b_returns.var() + 1e-8))]:  # fmt: skip
-                writer.add_scalar(key, v.item(), global_step)
+            explained_variance = 1 - (b_returns - b_values).var() / (b_returns.var() + 1e-8)
+            losses = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, "grad_norm": grad_norm}
+            for key, v in (losses | {"explained_variance": explained_variance}).items():
+                writer.add_scalar(f"losses/{key}", v.item(), global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(global_step, sps, recent_returns)
-        if rank == 0 and args.checkpoint_every and global_step >= next_checkpoint:
-            write_checkpoint()
-            next_checkpoint += args.checkpoint_every
+        end = args.num_updates * args.batch_size
+        if rank == 0 and checkpoint_due(stop, args.checkpoint_every, global_step - args.batch_size, global_step, end):
+            state = {"global_step": global_step, "update": update + 1, "lr_anchor": lr_anchor, "run_dir": run_dir}
+            write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "actor_critic_gae.py", modules, state)
         if stop["signal"] is not None:
             break
+    release_stop_signals()
     progress.close()
     envs.close()
-    release_stop_signals()
 
-    # 9. Teardown
-    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
-    result |= {"episodic_steps": episodic_steps, "eval_returns": [], "signal": stop["signal"]}
-    result |= {"interrupted": stop["signal"] is not None}
-    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
-    saved = []
-    if rank == 0 and (stop["signal"] is not None or args.checkpoint_every):
-        write_checkpoint()
-        saved.append(checkpoint_path)
-    if rank == 0 and stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
-    if rank == 0 and stop["signal"] is None:
-        model_path = None
-        if args.save_model:
-            model_path = os.path.join(run_dir, "model.pt")
-            save_atomically(
-                {"args": vars(args), "agent": agent.state_dict(), "script": "actor_critic_gae.py"}, model_path
-            )
-            saved.append(model_path)
-        if args.eval_episodes > 0:
-            if model_path:  # evaluate what was saved, exactly as a user would load it
-                agent.load_state_dict(torch.load(model_path, map_location=device)["agent"])
-            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            seed = args.seed + 10_000
-            result["eval_returns"] = evaluate(agent, args.env_id, args.eval_episodes, seed, video_dir, device)
-            report_evaluation(writer, result["eval_returns"])
-            saved += [video_dir] if video_dir else []
+    # TEARDOWN
+    eval_returns = []
     if writer is not None:
-        writer.close()
-        stop_tracking(args.track)
+        evaluation = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed + 10_000)
+        eval_returns, _, saved = finish_training(
+            args, "actor_critic_gae.py", stop, {"agent": agent}, evaluation, writer
+        )
+        close_run(writer, args.track)
         print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     if distributed:
         dist.destroy_process_group()
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
+    result |= {"interrupted": stop["signal"] is not None}
+    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
     return result
 
 
 # 6. Environment
 def atari_game(env_id: str) -> str | None:
-    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'pong' (ale-py's ROM name); None for other ids."""
+    """'ALE/Pong-v5' or 'PongNoFrameskip-v4' -> 'Pong'; None for other ids."""
     match = re.fullmatch(r"ALE/(\w+)-v5|(\w+)NoFrameskip-v4", env_id)
-    if match is None:
-        return None
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", match.group(1) or match.group(2)).lower()  # MsPacman -> ms_pacman
+    return None if match is None else match.group(1) or match.group(2)
+
+
+def rom_name(game: str) -> str:
+    """ale-py's name for a game's ROM: 'Pong' -> 'pong', 'MsPacman' -> 'ms_pacman'."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
 
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
@@ -562,7 +498,7 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
             [lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )
     return ale_py.vector_env.AtariVectorEnv(
-        game,
+        rom_name(game),
         num_envs,
         autoreset_mode="SameStep",
         frameskip=4,  # one agent step = 4 emulator frames, the action repeated
@@ -592,9 +528,9 @@ class Rollout:
     final_values: torch.Tensor  # (T, N) V(true final obs) where truncated, else 0
 
 
-def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
+def make_rollout(num_steps: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
     def zeros(*shape, dtype=torch.float32):
-        return torch.zeros((T, N, *shape), dtype=dtype, device=device)
+        return torch.zeros((num_steps, num_envs, *shape), dtype=dtype, device=device)
 
     discrete = isinstance(action_space, gym.spaces.Discrete)
     obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -623,23 +559,9 @@ def supported_env_ids() -> list[str]:
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     """Check every flag before any work; return the single observation and action spaces."""
-    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
-                        ("--num-steps", args.num_steps), ("--hidden-size", args.hidden_size)]:  # fmt: skip
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    for flag, value in [("--gamma", args.gamma), ("--gae-lambda", args.gae_lambda)]:
-        if not 0.0 <= value <= 1.0:
-            fail(flag, f"must be in [0, 1], got {value}")
-    for flag, value in [("--learning-rate", args.learning_rate), ("--max-grad-norm", args.max_grad_norm),
-                        ("--adam-eps", args.adam_eps)]:  # fmt: skip
-        if not value > 0:
-            fail(flag, f"must be positive, got {value}")
-    for flag, value in [("--vf-coef", args.vf_coef), ("--ent-coef", args.ent_coef),
-                        ("--eval-episodes", args.eval_episodes), ("--seed", args.seed),
-                        ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads)]:  # fmt: skip
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
+    check_ranges(args, positive="total_timesteps num_envs num_steps hidden_size", fraction="gamma gae_lambda")
+    check_ranges(args, positive="learning_rate max_grad_norm adam_eps")
+    check_ranges(args, non_negative="vf_coef ent_coef eval_episodes seed checkpoint_every torch_threads")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
     if args.evaluate is not None and args.eval_episodes == 0:
@@ -651,7 +573,7 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     if game is not None:
         with warnings.catch_warnings():  # ale-py warns before returning None; our one-line error says it all
             warnings.simplefilter("ignore")
-            rom = ale_py.roms.get_rom_path(game)
+            rom = ale_py.roms.get_rom_path(rom_name(game))
         if rom is None:
             fail("--env-id", f"ale-py has no ROM {game!r} for {args.env_id}")
         if args.capture_video:
@@ -667,8 +589,8 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         fail("--env-id", f"{args.env_id} cannot be created: {e}")
     except ImportError as e:
         fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
-    if not (isinstance(env.action_space, gym.spaces.Discrete) or
-            (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)):  # fmt: skip
+    box = isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1
+    if not (isinstance(env.action_space, gym.spaces.Discrete) or box):
         fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or Atari")
@@ -678,10 +600,12 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     return env.observation_space, env.action_space
 
 
-def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list:
+def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_dir=None) -> tuple:
     """Whole episodes with the policy's deterministic action (argmax or mean); returns their real returns.
     Atari: after a lost life FIRE is pressed in games that wait for it, as at reset; a greedy policy that never
-    picks FIRE would otherwise stand still until the time limit (training leaves it to the sampled actions)."""
+    picks FIRE would otherwise stand still until the time limit (training leaves it to the sampled actions).
+    Returns (returns, None): no success to report."""
+    device = next(agent.parameters()).device
     if video_dir:
         env = gym.make(env_id, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
@@ -707,32 +631,29 @@ def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_di
             total = 0.0
         press_fire = fire is not None and info["lives"][0] < lives[0] and not (terminated[0] or truncated[0])
     envs.close()
-    return returns
+    return returns, None
 
 
-def evaluate_saved(args: Args) -> dict:
-    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
-    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
-    saved = load_checkpoint(args.evaluate, "actor_critic_gae.py", "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+def saved_evaluation(args: Args, saved: dict, device):
+    """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
     obs_space, action_space = validate(args)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
     agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
     agent.load_state_dict(saved["agent"])
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir)
-    write_hyperparameters(writer, args)
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
-    report_evaluation(writer, returns)
-    writer.close()
-    stop_tracking(args.track)
-    print_paths(run_dir, [video_dir] if video_dir else [])
-    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+    return partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed + 10_000)
+
+
+def all_reduce_mean(grads: list, stopping: torch.Tensor, world: int) -> bool:
+    """torchrun: each gradient becomes its mean over the processes, in one all_reduce that also sums the stop
+    flags; returns whether any process was asked to stop."""
+    import torch.distributed as dist
+
+    flat = torch.cat([g.flatten() for g in grads] + [stopping])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g) / world)
+        offset += g.numel()
+    return bool(flat[-1] > 0)
 
 
 def fail(flag: str, message: str):
@@ -753,6 +674,17 @@ def check_env_id(env_id: str, supported: list[str]):
     if name not in gym.registry:
         close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
+    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
+    fraction (in [0, 1]) and non_negative (0 or more)."""
+    ranges = [(positive, "positive"), (fraction, "in [0, 1]"), (non_negative, "0 or more")]
+    ok = {"positive": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1, "0 or more": lambda v: v >= 0}
+    for names, valid in ranges:
+        for name in names.split():
+            if not ok[valid](getattr(args, name)):
+                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
 
 
 def check_video(make_video_env):
@@ -794,34 +726,36 @@ def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
     return run_dir
 
 
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
+    """Say where the run writes (its first line) and open its TensorBoard writer, the flags as a table in the TEXT
+    tab. resumed_at: the checkpoint's step; what an earlier process logged after it is dropped (purge_step).
+    --track: Weights & Biases receives every scalar as it is written (sync_tensorboard), the flags as its config,
+    under the run folder's name (a resumed run continues it); its files go to ./wandb, outside runs/ (inside,
+    TensorBoard would show its copy of the curves too). WANDB_MODE=offline keeps the run on disk, for `wandb sync`."""
+    print(f"run folder: {run_dir}{note}")
+    if args.track:
+        import wandb
+
+        name, project, entity = os.path.basename(run_dir), args.wandb_project_name, args.wandb_entity
+        run_id = re.sub(r"[^\w-]", "-", name)  # the same for a resumed run: it continues
+        wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=vars(args),
+            sync_tensorboard=True,
+        )
+    writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return writer
 
 
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
+def close_run(writer: SummaryWriter, track: bool):
+    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
+    writer.close()
     if track:
         import wandb
 
@@ -866,6 +800,12 @@ def say_rounded(total_timesteps: int, steps: int, unit: str):
         print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
 
 
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
 def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
     """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
     in seconds), the mean of the recent returns, what it saved and how to look at it."""
@@ -887,12 +827,8 @@ def catch_stop_signals() -> dict:
     its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
     schedulers expect."""
     stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
     return stop
 
 
@@ -905,6 +841,57 @@ def release_stop_signals():
 def exit_status(result: dict) -> int:
     """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
     return 128 + result["signal"] if result.get("signal") else 0
+
+
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
+    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
+    process's), else the CPU."""
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(gpu if cuda and torch.cuda.is_available() else "cpu")
+
+
+def resume_or_start(args, script: str) -> tuple:
+    """(args, checkpoint): with --resume, the checkpoint and the run's own flags (resume_args); else (args, None)."""
+    if args.resume is None:
+        return args, None
+    checkpoint = load_checkpoint(args.resume, script)
+    return resume_args(args, checkpoint["args"]), checkpoint
+
+
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
+    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
+    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
+    with rng, Python's, NumPy's and torch's random streams where they were."""
+    if checkpoint is None:
+        return tuple(state.values())
+    for name, module in modules.items():
+        module.load_state_dict(checkpoint[name])
+    if rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return tuple(checkpoint[key] for key in state)
+
+
+def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
+    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
+    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
+    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+
+
+def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
+    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
+    streams and the loop's `state` (what restore reads back)."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    networks = {name: module.state_dict() for name, module in modules.items()}
+    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
 
 
 def save_atomically(obj, path: str):
@@ -937,18 +924,14 @@ def resume_args(args: Args, saved: dict) -> Args:
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
     (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
+    now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
+    now += " track wandb_project_name wandb_entity"
+    given = ("total_timesteps", "checkpoint_every", "save_model")
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
             continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
+        if field.name in given and getattr(args, field.name) != field.default:
             continue
         kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
@@ -956,28 +939,67 @@ def resume_args(args: Args, saved: dict) -> Args:
 
 def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
     """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    where = f"resume: step {global_step} of {total}"
     if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
+        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
+        where += " train (a larger --total-timesteps extends it)"
     elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
+        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
+    print(where)
 
 
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
+def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
+    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
+    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
+    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
+    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
+    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
+        return [], None, saved
+    if args.save_model:
+        saved.append(os.path.join(writer.log_dir, "model.pt"))
+        model = {name: network.state_dict() for name, network in networks.items()}
+        save_atomically({"args": vars(args), "script": script} | model, saved[-1])
+        model = torch.load(saved[-1], map_location="cpu")
+        for name, network in networks.items():
+            network.load_state_dict(model[name])
+    if args.eval_episodes == 0:
+        return [], None, saved
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    return returns, successes, saved + videos
+
+
+def evaluate_saved(args, script: str, load_evaluation) -> dict:
+    """--evaluate: a model.pt's or checkpoint.pt's networks, for --eval-episodes episodes (see run_evaluation) in a
+    new run folder, {exp_name}-eval. Nothing is trained. load_evaluation(args, saved, device) -> evaluation (see
+    run_evaluation)."""
+    saved = load_checkpoint(args.evaluate, script, "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
+    evaluation = load_evaluation(args, saved, device)
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    close_run(writer, args.track)
+    print_paths(run_dir, videos)
+    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
+def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
+    """The episodes of evaluation(video_dir) -> (returns, successes or None), recorded with --capture-video into the
+    run folder's videos/; an eval/ scalar for each episode and one line with their mean. Returns (returns,
+    successes, the video folder in a list)."""
+    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
+    returns, successes = evaluation(video_dir=video_dir)
     for i, r in enumerate(returns):
         writer.add_scalar("eval/episodic_return", r, i)
         if successes:
             writer.add_scalar("eval/success_rate", successes[i], i)
     rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
     print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    return returns, successes, [video_dir] if video_dir else []
 
 
 if __name__ == "__main__":

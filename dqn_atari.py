@@ -68,6 +68,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 import ale_py
@@ -165,13 +166,10 @@ class QNetwork(nn.Module):
 
     def __init__(self, n_actions: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(64 * 7 * 7, 512), nn.ReLU(),
-            nn.Linear(512, n_actions),
-        )  # fmt: skip
+        convs = [nn.Conv2d(4, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        layers = [m for conv in convs for m in (conv, nn.ReLU())]  # 84 -> 20 -> 9 -> 7 pixels a side
+        head = [nn.Flatten(), nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, n_actions)]
+        self.net = nn.Sequential(*layers, *head)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.float() / 255.0)
@@ -188,15 +186,14 @@ def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, d
     return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
 
 
-def dqn_loss(q_network, target_network, b: dict, args: Args) -> tuple[torch.Tensor, torch.Tensor]:
-    """The TD loss of a minibatch b (obs, next_obs (B, 4, 84, 84); actions, rewards, terminated (B,)),
-    and Q_theta(s, a) (B,)."""
+def dqn_loss(q_network, target_network, b: dict, gamma: float, double_q: bool, loss: str) -> tuple:
+    """The TD loss (loss: "huber" or "mse") of a minibatch b (obs, next_obs (B, 4, 84, 84); actions, rewards,
+    terminated (B,)), and Q_theta(s, a) (B,)."""
     with torch.no_grad():
-        next_q_online = q_network(b["next_obs"]) if args.double_q else None
-        y = td_target(b["rewards"], b["terminated"], target_network(b["next_obs"]), next_q_online, args.gamma,
-                      args.double_q)  # fmt: skip
+        next_q_online = q_network(b["next_obs"]) if double_q else None
+        y = td_target(b["rewards"], b["terminated"], target_network(b["next_obs"]), next_q_online, gamma, double_q)
     q_taken = q_network(b["obs"]).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
-    td_loss = F.smooth_l1_loss(q_taken, y) if args.loss == "huber" else F.mse_loss(q_taken, y)
+    td_loss = F.smooth_l1_loss(q_taken, y) if loss == "huber" else F.mse_loss(q_taken, y)
     return td_loss, q_taken
 
 
@@ -207,84 +204,48 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
 
 # 5. Training loop
 def main(args: Args) -> dict:
-    # 7. Setup
+    # SETUP
     if args.evaluate is not None:
-        return evaluate_saved(args)
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, "dqn_atari.py")
-        args = resume_args(args, checkpoint["args"])
+        return evaluate_saved(args, "dqn_atari.py", saved_evaluation)
+    args, checkpoint = resume_or_start(args, "dqn_atari.py")
     obs_space, action_space = validate(args)
-    say_rounded(args.total_timesteps, -(-args.total_timesteps // args.num_envs) * args.num_envs, "steps of all envs")
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    num_envs = args.num_envs
+    say_rounded(args.total_timesteps, -(-args.total_timesteps // num_envs) * num_envs, "steps of all envs")
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
 
     q_network = QNetwork(action_space.n).to(device)
     target_network = QNetwork(action_space.n).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
-    replay = ReplayMemory(args.buffer_size, args.num_envs, obs_space.shape[1:], obs_space.shape[0], args.seed)
-    global_step, num_updates = 0, 0
-    schedule_timesteps = args.total_timesteps  # epsilon decays over a fraction of the run's first length
+    replay = ReplayMemory(args.buffer_size, num_envs, obs_space.shape[1:], obs_space.shape[0], args.seed)
+    modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
+    state = {"global_step": 0, "num_updates": 0, "schedule_timesteps": args.total_timesteps, "run_dir": None}
+    global_step, num_updates, schedule_timesteps, run_dir = restore(checkpoint, modules, state)
+    explore_steps = int(args.exploration_fraction * schedule_timesteps)  # of the run's first length, whatever it is now
     if checkpoint is not None:
-        schedule_timesteps = checkpoint["schedule_timesteps"]
-        q_network.load_state_dict(checkpoint["q_network"])
-        target_network.load_state_dict(checkpoint["target_network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, num_updates, run_dir = checkpoint["global_step"], checkpoint["num_updates"], checkpoint["run_dir"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["replay"] is not None:
             replay.load_state_dict(checkpoint["replay"])
             replay.new_episodes()  # the environments restart from new games: their state is not saved
-        say_where_resumed(
-            global_step,
-            args.total_timesteps,
-            checkpoint["args"]["total_timesteps"],
-            f"epsilon keeps its schedule, {args.end_e} from step "
-            f"{int(args.exploration_fraction * schedule_timesteps)} on",
-        )
+        schedules = f"epsilon keeps its schedule, {args.end_e} from step {explore_steps} on"
+        say_where_resumed(global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], schedules)
         del checkpoint
-    else:
-        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
-    print(f"run folder: {run_dir}")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
-    write_hyperparameters(writer, args)
-
-    envs = make_envs(args.env_id, args.num_envs, args.sticky_actions)
-    E = args.num_envs
+    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
+    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None)
+    envs = make_envs(args.env_id, num_envs, args.sticky_actions)
     stop = catch_stop_signals()  # finish the step in progress, then checkpoint and exit
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    def write_checkpoint():
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        state = {"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict()}
-        state |= {"target_network": target_network.state_dict(), "global_step": global_step, "rng": rng}
-        state |= {"num_updates": num_updates, "run_dir": run_dir, "schedule_timesteps": schedule_timesteps}
-        state["replay"] = replay.state_dict() if args.checkpoint_replay else None
-        save_atomically(state | {"script": "dqn_atari.py"}, checkpoint_path)
-
-    # 8. Loop
+    # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
-    ep_return, ep_length = np.zeros(E), np.zeros(E, dtype=np.int64)
+    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     progress = ProgressReport(args.total_timesteps, global_step, args.progress)
     obs, _ = envs.reset(seed=args.seed + global_step)
     envs.action_space.seed(args.seed + global_step)
-    next_checkpoint = global_step + args.checkpoint_every
-    explore_steps = int(args.exploration_fraction * schedule_timesteps)
     while global_step < args.total_timesteps:
         # ACT: uniformly random until learning starts, then epsilon-greedy (the network only runs when needed)
         epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)
         actions = envs.action_space.sample()
-        greedy = np.random.random(E) >= epsilon
+        greedy = np.random.random(num_envs) >= epsilon
         if len(replay) >= args.learning_starts and greedy.any():
             with torch.no_grad():
                 q = q_network(torch.as_tensor(obs[greedy], device=device))
@@ -292,8 +253,9 @@ def main(args: Args) -> dict:
 
         # STEP
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-        global_step += E
+        global_step += num_envs
         dones = terminations | truncations
+        sps = int((global_step - start_step) / (time.time() - start_time))
 
         # RECORD EPISODES: the real, unclipped score of whole games
         ep_return += rewards
@@ -304,7 +266,6 @@ def main(args: Args) -> dict:
             recent_returns.append(float(ep_return[i]))
             writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
             writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
         ep_return[dones], ep_length[dones] = 0.0, 0
 
         # STORE: a lost life is terminal for learning; rewards clipped to their sign
@@ -314,8 +275,9 @@ def main(args: Args) -> dict:
 
         # LEARN: one gradient step every train_frequency agent steps
         if len(replay) >= args.learning_starts:
-            for _ in range(multiples_between(global_step - E, global_step, args.train_frequency)):
-                td_loss, q_taken = dqn_loss(q_network, target_network, replay.sample(args.batch_size, device), args)
+            for _ in range(multiples_between(global_step - num_envs, global_step, args.train_frequency)):
+                b = replay.sample(args.batch_size, device)
+                td_loss, q_taken = dqn_loss(q_network, target_network, b, args.gamma, args.double_q, args.loss)
                 optimizer.zero_grad()
                 td_loss.backward()
                 optimizer.step()
@@ -323,56 +285,38 @@ def main(args: Args) -> dict:
 
                 # LOG
                 if num_updates % 100 == 1:  # the first update, then every 100th
-                    sps = int((global_step - start_step) / (time.time() - start_time))
                     writer.add_scalar("losses/td_loss", td_loss.item(), global_step)
                     writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
                     writer.add_scalar("charts/SPS", sps, global_step)
-            if multiples_between(global_step - E, global_step, args.target_network_frequency):
+            if multiples_between(global_step - num_envs, global_step, args.target_network_frequency):
                 for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
                     tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
 
-        sps = int((global_step - start_step) / (time.time() - start_time))
         progress.update(global_step, sps, recent_returns)
-        if args.checkpoint_every and global_step >= next_checkpoint:
-            write_checkpoint()
-            next_checkpoint += args.checkpoint_every
+        if checkpoint_due(stop, args.checkpoint_every, global_step - num_envs, global_step, args.total_timesteps):
+            state = {"global_step": global_step, "num_updates": num_updates, "schedule_timesteps": schedule_timesteps}
+            state |= {"run_dir": run_dir, "replay": replay.state_dict() if args.checkpoint_replay else None}
+            write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "dqn_atari.py", modules, state)
         if stop["signal"] is not None:
             break
+    release_stop_signals()
     progress.close()
     envs.close()
-    release_stop_signals()
 
-    # 9. Teardown
+    # TEARDOWN
+    seed = args.seed + 10_000
+    evaluation = partial(
+        evaluate, q_network, args.env_id, args.sticky_actions, args.eval_episodes, args.eval_epsilon, seed
+    )
+    eval_returns, _, saved = finish_training(args, "dqn_atari.py", stop, {"q_network": q_network}, evaluation, writer)
+    close_run(writer, args.track)
+    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
-    result |= {"episodic_steps": episodic_steps, "eval_returns": [], "signal": stop["signal"]}
+    result |= {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
     result |= {"interrupted": stop["signal"] is not None, "num_updates": num_updates, "replay": replay}
     result |= {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
     result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
-    saved = []
-    if stop["signal"] is not None or args.checkpoint_every:
-        write_checkpoint()
-        saved.append(checkpoint_path)
-    if stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
-    else:
-        model_path = None
-        if args.save_model:
-            model_path = os.path.join(run_dir, "model.pt")
-            save_atomically(
-                {"args": vars(args), "q_network": q_network.state_dict(), "script": "dqn_atari.py"}, model_path
-            )
-            saved.append(model_path)
-        if args.eval_episodes > 0:
-            if model_path:  # evaluate what was saved, exactly as a user would load it
-                q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
-            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            result["eval_returns"] = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
-            report_evaluation(writer, result["eval_returns"])
-            saved += [video_dir] if video_dir else []
-    writer.close()
-    stop_tracking(args.track)
-    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
     return result
 
 
@@ -500,9 +444,9 @@ class FrameStack(gym.Wrapper):
 def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
     """One Atari game with the DeepMind preprocessing. The emulator is asked for every frame (frameskip 1) in
     grayscale; games end after 108,000 frames (truncation)."""
-    env = gym.make(f"ALE/{atari_game(env_id)}-v5", frameskip=1, repeat_action_probability=0.25 if sticky else 0.0,
-                   obs_type="grayscale", max_num_frames_per_episode=108_000, full_action_space=False,
-                   render_mode="rgb_array" if render else None)  # fmt: skip
+    options = {"obs_type": "grayscale", "max_num_frames_per_episode": 108_000, "full_action_space": False}
+    options |= {"repeat_action_probability": 0.25 if sticky else 0.0, "render_mode": "rgb_array" if render else None}
+    env = gym.make(f"ALE/{atari_game(env_id)}-v5", frameskip=1, **options)
     env = NoopReset(env, noop_max=30)
     env = MaxAndSkip(env, skip=4)
     if "FIRE" in env.unwrapped.get_action_meanings():
@@ -512,8 +456,8 @@ def make_env(env_id: str, sticky: bool, render: bool = False) -> gym.Env:
 
 
 def make_envs(env_id: str, num_envs: int, sticky: bool = False) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, sticky)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+    same_step = gym.vector.AutoresetMode.SAME_STEP  # see the header
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, sticky)] * num_envs, autoreset_mode=same_step)
 
 
 # 7. Storage: frame replay; each frame stored once, stacks rebuilt at sampling
@@ -592,10 +536,9 @@ class ReplayMemory:
     def sample(self, n: int, device) -> dict:
         slots, cols = self.sample_indices(n)
         obs, next_obs = self.stacks(slots, cols)
-        return {"obs": torch.as_tensor(obs, device=device), "next_obs": torch.as_tensor(next_obs, device=device),
-                "actions": torch.as_tensor(self.actions[slots, cols].astype(np.int64), device=device),
-                "rewards": torch.as_tensor(self.rewards[slots, cols], device=device),
-                "terminated": torch.as_tensor(self.terminated[slots, cols], device=device)}  # fmt: skip
+        b = {"obs": obs, "next_obs": next_obs, "actions": self.actions[slots, cols].astype(np.int64)}
+        b |= {"rewards": self.rewards[slots, cols], "terminated": self.terminated[slots, cols]}
+        return {k: torch.as_tensor(v, device=device) for k, v in b.items()}
 
     def state_dict(self) -> dict:
         """Arrays as tensors sharing their memory: torch.save writes them without a copy."""
@@ -613,25 +556,16 @@ class ReplayMemory:
 # 8. Plumbing
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     """Check every flag before any work; return the single observation and action spaces."""
-    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
-                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
-                        ("--train-frequency", args.train_frequency),
-                        ("--target-network-frequency", args.target_network_frequency)]:  # fmt: skip
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
-                        ("--exploration-fraction", args.exploration_fraction),
-                        ("--eval-epsilon", args.eval_epsilon)]:  # fmt: skip
-        if not 0.0 <= value <= 1.0:
-            fail(flag, f"must be in [0, 1], got {value}")
+    check_ranges(
+        args,
+        positive="total_timesteps num_envs buffer_size batch_size train_frequency target_network_frequency",
+        fraction="gamma start_e end_e exploration_fraction eval_epsilon",
+        non_negative="eval_episodes checkpoint_every torch_threads seed",
+    )
     if not 0.0 < args.tau <= 1.0:
         fail("--tau", f"must be in (0, 1], got {args.tau}")
     if not args.learning_rate > 0:
         fail("--learning-rate", f"must be positive, got {args.learning_rate}")
-    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
     if args.batch_size > args.buffer_size:
         fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
     if args.learning_starts < args.batch_size:
@@ -672,16 +606,17 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
-def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> list:
-    """Whole games, epsilon-greedy with eval_epsilon; returns their unclipped scores."""
-    env = make_env(args.env_id, args.sticky_actions, render=video_dir is not None)
+def evaluate(q_network, env_id: str, sticky: bool, episodes: int, epsilon: float, seed: int, video_dir=None) -> tuple:
+    """Whole games, epsilon-greedy; returns their unclipped scores (and None: Atari has no success to report)."""
+    device = next(q_network.parameters()).device
+    env = make_env(env_id, sticky, render=video_dir is not None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     returns, total = [], 0.0
-    while len(returns) < args.eval_episodes:
-        if rng.random() < args.eval_epsilon:
+    while len(returns) < episodes:
+        if rng.random() < epsilon:
             action = int(rng.integers(env.action_space.n))
         else:
             with torch.no_grad():
@@ -693,33 +628,16 @@ def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, 
             total = 0.0
             obs, _ = env.reset()
     env.close()
-    return returns
+    return returns, None
 
 
-def evaluate_saved(args: Args) -> dict:
-    """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes games epsilon-greedy with
-    --eval-epsilon (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
-    saved = load_checkpoint(args.evaluate, "dqn_atari.py", "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's game and preprocessing; how to evaluate from now
+def saved_evaluation(args: Args, saved: dict, device):
+    """--evaluate: the saved Q-network, for evaluate_saved; epsilon-greedy with --eval-epsilon."""
     _, action_space = validate(args)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
     q_network = QNetwork(action_space.n).to(device)
     q_network.load_state_dict(saved["q_network"])
-    del saved  # a checkpoint's replay
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir)
-    write_hyperparameters(writer, args)
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    returns = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
-    report_evaluation(writer, returns)
-    writer.close()
-    stop_tracking(args.track)
-    print_paths(run_dir, [video_dir] if video_dir else [])
-    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+    seed = args.seed + 10_000
+    return partial(evaluate, q_network, args.env_id, args.sticky_actions, args.eval_episodes, args.eval_epsilon, seed)
 
 
 def fail(flag: str, message: str):
@@ -740,6 +658,17 @@ def check_env_id(env_id: str, supported: list[str]):
     if name not in gym.registry:
         close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
+    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
+    fraction (in [0, 1]) and non_negative (0 or more)."""
+    ranges = [(positive, "positive"), (fraction, "in [0, 1]"), (non_negative, "0 or more")]
+    ok = {"positive": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1, "0 or more": lambda v: v >= 0}
+    for names, valid in ranges:
+        for name in names.split():
+            if not ok[valid](getattr(args, name)):
+                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
 
 
 def check_video(make_video_env):
@@ -781,34 +710,36 @@ def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
     return run_dir
 
 
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
+    """Say where the run writes (its first line) and open its TensorBoard writer, the flags as a table in the TEXT
+    tab. resumed_at: the checkpoint's step; what an earlier process logged after it is dropped (purge_step).
+    --track: Weights & Biases receives every scalar as it is written (sync_tensorboard), the flags as its config,
+    under the run folder's name (a resumed run continues it); its files go to ./wandb, outside runs/ (inside,
+    TensorBoard would show its copy of the curves too). WANDB_MODE=offline keeps the run on disk, for `wandb sync`."""
+    print(f"run folder: {run_dir}{note}")
+    if args.track:
+        import wandb
+
+        name, project, entity = os.path.basename(run_dir), args.wandb_project_name, args.wandb_entity
+        run_id = re.sub(r"[^\w-]", "-", name)  # the same for a resumed run: it continues
+        wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=vars(args),
+            sync_tensorboard=True,
+        )
+    writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return writer
 
 
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
+def close_run(writer: SummaryWriter, track: bool):
+    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
+    writer.close()
     if track:
         import wandb
 
@@ -880,12 +811,8 @@ def catch_stop_signals() -> dict:
     its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
     schedulers expect."""
     stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
     return stop
 
 
@@ -898,6 +825,57 @@ def release_stop_signals():
 def exit_status(result: dict) -> int:
     """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
     return 128 + result["signal"] if result.get("signal") else 0
+
+
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
+    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
+    process's), else the CPU."""
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(gpu if cuda and torch.cuda.is_available() else "cpu")
+
+
+def resume_or_start(args, script: str) -> tuple:
+    """(args, checkpoint): with --resume, the checkpoint and the run's own flags (resume_args); else (args, None)."""
+    if args.resume is None:
+        return args, None
+    checkpoint = load_checkpoint(args.resume, script)
+    return resume_args(args, checkpoint["args"]), checkpoint
+
+
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
+    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
+    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
+    with rng, Python's, NumPy's and torch's random streams where they were."""
+    if checkpoint is None:
+        return tuple(state.values())
+    for name, module in modules.items():
+        module.load_state_dict(checkpoint[name])
+    if rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return tuple(checkpoint[key] for key in state)
+
+
+def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
+    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
+    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
+    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+
+
+def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
+    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
+    streams and the loop's `state` (what restore reads back)."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    networks = {name: module.state_dict() for name, module in modules.items()}
+    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
 
 
 def save_atomically(obj, path: str):
@@ -930,18 +908,14 @@ def resume_args(args: Args, saved: dict) -> Args:
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
     (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
+    now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
+    now += " track wandb_project_name wandb_entity"
+    given = ("total_timesteps", "checkpoint_every", "save_model")
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
             continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
+        if field.name in given and getattr(args, field.name) != field.default:
             continue
         kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
@@ -949,28 +923,67 @@ def resume_args(args: Args, saved: dict) -> Args:
 
 def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
     """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    where = f"resume: step {global_step} of {total}"
     if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
+        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
+        where += " train (a larger --total-timesteps extends it)"
     elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
+        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
+    print(where)
 
 
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
+def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
+    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
+    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
+    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
+    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
+    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
+        return [], None, saved
+    if args.save_model:
+        saved.append(os.path.join(writer.log_dir, "model.pt"))
+        model = {name: network.state_dict() for name, network in networks.items()}
+        save_atomically({"args": vars(args), "script": script} | model, saved[-1])
+        model = torch.load(saved[-1], map_location="cpu")
+        for name, network in networks.items():
+            network.load_state_dict(model[name])
+    if args.eval_episodes == 0:
+        return [], None, saved
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    return returns, successes, saved + videos
+
+
+def evaluate_saved(args, script: str, load_evaluation) -> dict:
+    """--evaluate: a model.pt's or checkpoint.pt's networks, for --eval-episodes episodes (see run_evaluation) in a
+    new run folder, {exp_name}-eval. Nothing is trained. load_evaluation(args, saved, device) -> evaluation (see
+    run_evaluation)."""
+    saved = load_checkpoint(args.evaluate, script, "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
+    evaluation = load_evaluation(args, saved, device)
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    close_run(writer, args.track)
+    print_paths(run_dir, videos)
+    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
+def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
+    """The episodes of evaluation(video_dir) -> (returns, successes or None), recorded with --capture-video into the
+    run folder's videos/; an eval/ scalar for each episode and one line with their mean. Returns (returns,
+    successes, the video folder in a list)."""
+    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
+    returns, successes = evaluation(video_dir=video_dir)
     for i, r in enumerate(returns):
         writer.add_scalar("eval/episodic_return", r, i)
         if successes:
             writer.add_scalar("eval/success_rate", successes[i], i)
     rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
     print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    return returns, successes, [video_dir] if video_dir else []
 
 
 if __name__ == "__main__":

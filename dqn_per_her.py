@@ -86,6 +86,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 import gymnasium as gym
@@ -199,8 +200,8 @@ class QNetwork(nn.Module):
 
     def __init__(self, in_dim: int, n_actions: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, n_actions))  # fmt: skip
+        layers = [nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, n_actions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -208,8 +209,8 @@ class QNetwork(nn.Module):
 
 # 4. Targets and losses
 def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
-    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at x'. Returns y (B,):
-    r + gamma (1 - terminated) max_a' Q_target(x', a'), or with double_q Q_target(x', argmax_a' Q_online(x', a'))."""
+    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at s'. Returns y (B,):
+    r + gamma (1 - terminated) max_a' Q_target(s', a'), or with double_q Q_target(s', argmax_a' Q_online(s', a'))."""
     if double_q:
         next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
     else:
@@ -217,19 +218,20 @@ def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, d
     return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
 
 
-def dqn_loss(q_network, target_network, b: dict, args: Args, bounds: tuple[float, float] | None, device):
+def dqn_loss(q_network, target_network, b: dict, gamma: float, double_q: bool, bounds: tuple | None) -> tuple:
     """Weighted Huber TD loss of minibatch b, Q_theta(x, a) (B,) and the TD errors y - Q (B,). bounds: clip y
     into [low, high] (target_bounds), or None."""
-    x, next_x = torch.as_tensor(b["x"], device=device), torch.as_tensor(b["next_x"], device=device)
-    rewards, terminated = torch.as_tensor(b["rewards"], device=device), torch.as_tensor(b["terminated"], device=device)
+    device = next(q_network.parameters()).device
+    b = {
+        k: torch.as_tensor(b[k], device=device) for k in ("x", "next_x", "actions", "rewards", "terminated", "weights")
+    }
     with torch.no_grad():
-        next_q_online = q_network(next_x) if args.double_q else None
-        y = td_target(rewards, terminated, target_network(next_x), next_q_online, args.gamma, args.double_q)
+        next_q_online = q_network(b["next_x"]) if double_q else None
+        y = td_target(b["rewards"], b["terminated"], target_network(b["next_x"]), next_q_online, gamma, double_q)
         if bounds is not None:
             y = y.clamp(*bounds)
-    q_taken = q_network(x).gather(1, torch.as_tensor(b["actions"], device=device).unsqueeze(1)).squeeze(1)
-    weights = torch.as_tensor(b["weights"], device=device)
-    td_loss = (weights * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()
+    q_taken = q_network(b["x"]).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
+    td_loss = (b["weights"] * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()
     return td_loss, q_taken, (y - q_taken).detach()
 
 
@@ -256,22 +258,14 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
 
 # 5. Training loop
 def main(args: Args) -> dict:
-    # 7. Setup
+    # SETUP
     if args.evaluate is not None:
-        return evaluate_saved(args)
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, "dqn_per_her.py")
-        args = resume_args(args, checkpoint["args"])
+        return evaluate_saved(args, "dqn_per_her.py", saved_evaluation)
+    args, checkpoint = resume_or_start(args, "dqn_per_her.py")
     obs_space, action_space, goal_env = validate(args)
-    say_rounded(args.total_timesteps, -(-args.total_timesteps // args.num_envs) * args.num_envs, "steps of all envs")
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    num_envs = args.num_envs
+    say_rounded(args.total_timesteps, -(-args.total_timesteps // num_envs) * num_envs, "steps of all envs")
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
 
     x_dim = network_input(obs_space.sample()).shape[-1]
     q_network = QNetwork(x_dim, action_space.n, args.hidden_size).to(device)
@@ -280,80 +274,47 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel per step
     goal_dim = obs_space["desired_goal"].shape[-1] if args.her else 0
     replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed, goal_dim)
-    global_step, num_updates = 0, 0
-    schedule_timesteps = args.total_timesteps  # epsilon and beta follow the run's first length
+    modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer, "replay": replay}
+    state = {"global_step": 0, "num_updates": 0, "schedule_timesteps": args.total_timesteps, "run_dir": None}
+    global_step, num_updates, schedule_timesteps, run_dir = restore(checkpoint, modules, state)
+    explore_steps = int(args.exploration_fraction * schedule_timesteps)  # epsilon and beta: the run's first length
     if checkpoint is not None:
-        schedule_timesteps = checkpoint["schedule_timesteps"]
-        q_network.load_state_dict(checkpoint["q_network"])
-        target_network.load_state_dict(checkpoint["target_network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        replay.load_state_dict(checkpoint["replay"])
-        global_step, num_updates, run_dir = checkpoint["global_step"], checkpoint["num_updates"], checkpoint["run_dir"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        say_where_resumed(
-            global_step,
-            args.total_timesteps,
-            checkpoint["args"]["total_timesteps"],
-            f"epsilon and beta keep their schedules, {args.end_e} from step "
-            f"{int(args.exploration_fraction * schedule_timesteps)} and 1 from {schedule_timesteps} on",
-        )
+        schedules = f"epsilon and beta keep their schedules, {args.end_e} from step {explore_steps} and 1 from"
+        schedules += f" {schedule_timesteps} on"
+        say_where_resumed(global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], schedules)
         del checkpoint
-    else:
-        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
-    print(f"run folder: {run_dir}")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
-    write_hyperparameters(writer, args)
-
-    envs = make_envs(args.env_id, args.num_envs, args.n_bits)
-    E = args.num_envs
+    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
+    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None)
+    envs = make_envs(args.env_id, num_envs, args.n_bits)
     if args.her:
         env = envs.envs[0].unwrapped
         replay.hindsight = (args.her_strategy, args.her_k, env.compute_reward, getattr(env, "compute_terminated", None))
-    episodes = [[] for _ in range(E)]  # HER: the transitions of each environment's episode in progress
+    episodes = [[] for _ in range(num_envs)]  # HER: the transitions of each environment's episode in progress
     stop = catch_stop_signals()  # finish the step in progress, then checkpoint and exit
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    def write_checkpoint():
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        state = {"args": vars(args), "q_network": q_network.state_dict(), "optimizer": optimizer.state_dict()}
-        state |= {"target_network": target_network.state_dict(), "global_step": global_step, "rng": rng}
-        state |= {"num_updates": num_updates, "run_dir": run_dir, "schedule_timesteps": schedule_timesteps}
-        state["replay"] = replay.state_dict()
-        save_atomically(state | {"script": "dqn_per_her.py"}, checkpoint_path)
-
-    def store_episode(episode: list):
-        """HER: the episode's T transitions, in order, with the goal achieved after each step."""
-        obs, goals, actions, rewards, terminated, next_obs, next_achieved = (np.stack(f) for f in zip(*episode))
-        replay.add(np.concatenate([obs, goals], 1), actions, rewards, terminated, np.concatenate([next_obs, goals], 1),
-                   next_achieved)  # fmt: skip
-
-    # 8. Loop
+    # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, successes, recent_returns = [], [], [], deque(maxlen=20)
-    ep_return, ep_length = np.zeros(E), np.zeros(E, dtype=np.int64)
+    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     progress = ProgressReport(args.total_timesteps, global_step, args.progress)
     obs, _ = envs.reset(seed=args.seed + global_step)
     envs.action_space.seed(args.seed + global_step)
     x = network_input(obs)
-    next_checkpoint = global_step + args.checkpoint_every
-    explore_steps = int(args.exploration_fraction * schedule_timesteps)
     while global_step < args.total_timesteps:
         # ACT
         epsilon = linear_schedule(args.start_e, args.end_e, explore_steps, global_step)
         actions = envs.action_space.sample()
-        greedy = np.random.random(E) >= epsilon
+        greedy = np.random.random(num_envs) >= epsilon
         if greedy.any():
             with torch.no_grad():
                 actions[greedy] = q_network(torch.as_tensor(x[greedy], device=device)).argmax(1).cpu().numpy()
 
         # STEP
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-        global_step += E
+        global_step += num_envs
         dones = terminations | truncations
         next_x = network_input(next_obs)
+        sps = int((global_step - start_step) / (time.time() - start_time))
 
         # RECORD EPISODES
         ep_return += rewards
@@ -371,12 +332,12 @@ def main(args: Args) -> dict:
 
         # STORE: goal environments with HER keep each episode until it ends, then add it with relabelled copies
         if args.her:
-            for i in range(E):
+            for i in range(num_envs):
                 final = infos["final_obs"][i] if dones[i] else {k: v[i] for k, v in next_obs.items()}
-                episodes[i].append((obs["observation"][i], obs["desired_goal"][i], actions[i], rewards[i],
-                                    terminations[i], final["observation"], final["achieved_goal"]))  # fmt: skip
+                step = (obs["observation"][i], obs["desired_goal"][i], actions[i], rewards[i], terminations[i])
+                episodes[i].append((*step, final["observation"], final["achieved_goal"]))
                 if dones[i]:
-                    store_episode(episodes[i])
+                    replay.add_episode(episodes[i])
                     episodes[i] = []
         else:
             final_x = next_x.copy()  # x' of each transition: the true final observation where an episode ended
@@ -388,11 +349,11 @@ def main(args: Args) -> dict:
         # LEARN
         if len(replay) >= args.learning_starts:
             beta = linear_schedule(args.per_beta0, 1.0, schedule_timesteps, global_step)
-            for _ in range(multiples_between(global_step - E, global_step, args.train_frequency)):
+            for _ in range(multiples_between(global_step - num_envs, global_step, args.train_frequency)):
                 b = replay.sample(args.batch_size, beta)
                 clip = args.target_clip and goal_env  # bounds after sampling: they count the relabelled rewards
                 bounds = target_bounds(replay.r_min, replay.r_max, args.gamma) if clip else None
-                td_loss, q_taken, td_errors = dqn_loss(q_network, target_network, b, args, bounds, device)
+                td_loss, q_taken, td_errors = dqn_loss(q_network, target_network, b, args.gamma, args.double_q, bounds)
                 optimizer.zero_grad()
                 td_loss.backward()
                 optimizer.step()
@@ -402,60 +363,44 @@ def main(args: Args) -> dict:
 
                 # LOG
                 if num_updates % 100 == 1:  # the first update, then every 100th
-                    sps = int((global_step - start_step) / (time.time() - start_time))
                     writer.add_scalar("losses/td_loss", td_loss.item(), global_step)
                     writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
                     writer.add_scalar("charts/beta", beta, global_step)
                     writer.add_scalar("charts/SPS", sps, global_step)
-            if multiples_between(global_step - E, global_step, args.target_network_frequency):
+            if multiples_between(global_step - num_envs, global_step, args.target_network_frequency):
                 for p, tp in zip(q_network.parameters(), target_network.parameters(), strict=True):
                     tp.data.lerp_(p.data, args.tau)  # tau = 1: a copy
 
-        sps = int((global_step - start_step) / (time.time() - start_time))
         progress.update(global_step, sps, recent_returns)
-        if args.checkpoint_every and global_step >= next_checkpoint:
-            write_checkpoint()
-            next_checkpoint += args.checkpoint_every
+        if checkpoint_due(stop, args.checkpoint_every, global_step - num_envs, global_step, args.total_timesteps):
+            state = {"global_step": global_step, "num_updates": num_updates, "schedule_timesteps": schedule_timesteps}
+            write_checkpoint(
+                os.path.join(run_dir, "checkpoint.pt"), args, "dqn_per_her.py", modules, state | {"run_dir": run_dir}
+            )
         if stop["signal"] is not None:
             break
+    release_stop_signals()
     progress.close()
     envs.close()
-    release_stop_signals()
 
-    # 9. Teardown
-    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
-    result |= {"episodic_steps": episodic_steps, "successes": successes, "eval_returns": [], "eval_successes": []}
-    result |= {"signal": stop["signal"], "interrupted": stop["signal"] is not None, "num_updates": num_updates}
-    result |= {"replay": replay, "q_network": q_network, "target_network": target_network, "optimizer": optimizer}
-    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
-    saved = []
-    if stop["signal"] is not None or args.checkpoint_every:
-        write_checkpoint()
-        saved.append(checkpoint_path)
-    if stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
-    else:
-        model_path = None
-        if args.save_model:
-            model_path = os.path.join(run_dir, "model.pt")
-            save_atomically(
-                {"args": vars(args), "q_network": q_network.state_dict(), "script": "dqn_per_her.py"}, model_path
-            )
-            saved.append(model_path)
-        if args.eval_episodes > 0:
-            if model_path:  # evaluate what was saved, exactly as a user would load it
-                q_network.load_state_dict(torch.load(model_path, map_location=device)["q_network"])
-            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            returns, successes_ = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
-            result["eval_returns"], result["eval_successes"] = returns, successes_
-            report_evaluation(writer, returns, successes_ if goal_env else None)
-            saved += [video_dir] if video_dir else []
-    writer.close()
-    stop_tracking(args.track)
+    # TEARDOWN
+    evaluation = partial(evaluate, q_network, args.env_id, args.n_bits, args.eval_episodes, args.seed + 10_000)
+    eval_returns, eval_successes, saved = finish_training(
+        args, "dqn_per_her.py", stop, {"q_network": q_network}, evaluation, writer
+    )
+    close_run(writer, args.track)
     recent_successes = successes[-len(recent_returns) :] if goal_env and recent_returns else []
     rate = f", success rate {np.mean(recent_successes):.2f}" if recent_successes else ""
     print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved, rate)
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "successes": successes, "eval_returns": eval_returns}
+    result |= {"eval_successes": eval_successes, "signal": stop["signal"], "interrupted": stop["signal"] is not None}
+    result |= {"num_updates": num_updates, "replay": replay, "q_network": q_network, "target_network": target_network}
+    result |= {
+        "optimizer": optimizer,
+        "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+    }
     return result
 
 
@@ -524,8 +469,8 @@ def make_env(env_id: str, n_bits: int, render: bool = False) -> gym.Env:
 
 
 def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, n_bits)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+    same_step = gym.vector.AutoresetMode.SAME_STEP  # see the header
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, n_bits)] * num_envs, autoreset_mode=same_step)
 
 
 def network_input(obs) -> np.ndarray:
@@ -577,8 +522,7 @@ class ReplayMemory:
 
     ARRAYS = ("x", "next_x", "actions", "rewards", "terminated", "next_achieved", "episode_start", "episode_end")
 
-    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int,
-                 goal_dim: int = 0):  # fmt: skip
+    def __init__(self, capacity: int, x_dim: int, prioritized: bool, alpha: float, eps: float, seed: int, goal_dim=0):
         self.capacity, self.prioritized, self.alpha, self.eps = capacity, prioritized, alpha, eps
         self.x = np.zeros((capacity, x_dim), np.float32)
         self.next_x = np.zeros((capacity, x_dim), np.float32)
@@ -628,8 +572,8 @@ class ReplayMemory:
             values = (np.arange(n) + self.rng.random(n)) * (total / n)
             idx = np.minimum(self.tree.find(values), self.size - 1)
             weights = importance_weights(self.tree.nodes[idx + self.tree.size] / total, self.size, beta)
-        b = {"idx": idx, "x": self.x[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-             "terminated": self.terminated[idx], "next_x": self.next_x[idx], "weights": weights}  # fmt: skip
+        b = {k: getattr(self, k)[idx] for k in ("x", "actions", "rewards", "terminated", "next_x")}
+        b |= {"idx": idx, "weights": weights}
         if self.hindsight is not None:
             self.relabel(b)
         return b
@@ -651,6 +595,13 @@ class ReplayMemory:
         if compute_terminated is not None:
             b["terminated"][rows] = compute_terminated(self.next_achieved[t], goals, {})
 
+    def add_episode(self, episode: list):
+        """HER: an episode's transitions in order, each (obs, goal, action, reward, terminated, next obs, the goal
+        achieved after the step)."""
+        obs, goals, actions, rewards, terminated, next_obs, next_achieved = (np.stack(f) for f in zip(*episode))
+        x, next_x = np.concatenate([obs, goals], 1), np.concatenate([next_obs, goals], 1)
+        self.add(x, actions, rewards, terminated, next_x, next_achieved)
+
     def see_rewards(self, rewards: np.ndarray):
         if len(rewards):
             self.r_min, self.r_max = min(self.r_min, float(rewards.min())), max(self.r_max, float(rewards.max()))
@@ -662,9 +613,9 @@ class ReplayMemory:
 
     def state_dict(self) -> dict:
         state = {k: torch.from_numpy(getattr(self, k)[: self.size]) for k in self.ARRAYS}
-        return {**state, "pos": self.pos, "size": self.size, "max_priority": self.max_priority,
-                "tree": None if self.tree is None else torch.from_numpy(self.tree.nodes),
-                "rng": self.rng.bit_generator.state, "r_min": self.r_min, "r_max": self.r_max}  # fmt: skip
+        state |= {"pos": self.pos, "size": self.size, "max_priority": self.max_priority, "r_min": self.r_min}
+        state |= {"tree": None if self.tree is None else torch.from_numpy(self.tree.nodes), "r_max": self.r_max}
+        return state | {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict):
         for k in self.ARRAYS:
@@ -699,30 +650,22 @@ def supported_env_ids() -> list[str]:
 def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     """Check every flag before any work; return the single observation and action spaces, and whether the
     environment is goal-conditioned."""
-    for flag, value in [("--total-timesteps", args.total_timesteps), ("--num-envs", args.num_envs),
-                        ("--buffer-size", args.buffer_size), ("--batch-size", args.batch_size),
-                        ("--train-frequency", args.train_frequency), ("--hidden-size", args.hidden_size),
-                        ("--target-network-frequency", args.target_network_frequency), ("--her-k", args.her_k),
-                        ("--n-bits", args.n_bits)]:  # fmt: skip
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
-    for flag, value in [("--gamma", args.gamma), ("--start-e", args.start_e), ("--end-e", args.end_e),
-                        ("--exploration-fraction", args.exploration_fraction), ("--per-alpha", args.per_alpha),
-                        ("--per-beta0", args.per_beta0)]:  # fmt: skip
-        if not 0.0 <= value <= 1.0:
-            fail(flag, f"must be in [0, 1], got {value}")
-    for flag, value in [("--tau", args.tau), ("--learning-rate", args.learning_rate), ("--per-eps", args.per_eps)]:
-        if not value > 0 or (flag == "--tau" and value > 1):
-            fail(flag, f"must be {'in (0, 1]' if flag == '--tau' else 'positive'}, got {value}")
-    for flag, value in [("--eval-episodes", args.eval_episodes), ("--checkpoint-every", args.checkpoint_every),
-                        ("--torch-threads", args.torch_threads), ("--seed", args.seed)]:  # fmt: skip
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
+    check_ranges(
+        args,
+        positive="total_timesteps num_envs buffer_size batch_size train_frequency hidden_size target_network_frequency "
+        "her_k n_bits",
+        fraction="gamma start_e end_e exploration_fraction per_alpha per_beta0",
+    )
+    if not 0.0 < args.tau <= 1.0:
+        fail("--tau", f"must be in (0, 1], got {args.tau}")
+    check_ranges(
+        args, positive="learning_rate per_eps", non_negative="eval_episodes checkpoint_every torch_threads seed"
+    )
     if args.batch_size > args.buffer_size:
         fail("--batch-size", f"{args.batch_size} is larger than the replay (--buffer-size {args.buffer_size})")
     if not args.batch_size <= args.learning_starts <= args.buffer_size:
-        fail("--learning-starts", f"must be in [--batch-size, --buffer-size] = [{args.batch_size}, "
-                                  f"{args.buffer_size}], got {args.learning_starts}")  # fmt: skip
+        valid = f"[--batch-size, --buffer-size] = [{args.batch_size}, {args.buffer_size}]"
+        fail("--learning-starts", f"must be in {valid}, got {args.learning_starts}")
     if args.learning_starts + args.train_frequency > args.total_timesteps:
         fail(
             "--learning-starts",
@@ -745,12 +688,12 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     if not isinstance(env.action_space, gym.spaces.Discrete):
         fail("--env-id", f"{args.env_id} has action space {env.action_space}; DQN needs a Discrete one")
     if args.her and not goal:
-        fail("--her", f"{args.env_id} is not a goal environment (Dict observation with achieved_goal and "
-                      "desired_goal, and compute_reward); pass --no-her")  # fmt: skip
+        goal_env = "Dict observation with achieved_goal and desired_goal, and compute_reward"
+        fail("--her", f"{args.env_id} is not a goal environment ({goal_env}); pass --no-her")
     longest = env.unwrapped.n if isinstance(env.unwrapped, BitFlipEnv) else env.spec.max_episode_steps
     if args.her and longest is not None and args.buffer_size < longest:  # an episode must not overwrite itself
-        fail("--buffer-size", f"HER stores whole episodes: must be at least {args.env_id}'s longest episode, "
-                              f"{longest} steps, got {args.buffer_size}")  # fmt: skip
+        valid = f"at least {args.env_id}'s longest episode, {longest} steps"
+        fail("--buffer-size", f"HER stores whole episodes: must be {valid}, got {args.buffer_size}")
     if not goal and not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or a goal env")
     if args.capture_video:
@@ -762,14 +705,15 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space, bool]:
     return *spaces, goal
 
 
-def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, device) -> tuple[list, list]:
-    """Whole episodes with greedy actions; returns their returns and (goal environments) successes."""
-    env = make_env(args.env_id, args.n_bits, render=video_dir is not None)
+def evaluate(q_network, env_id: str, n_bits: int, episodes: int, seed: int, video_dir=None) -> tuple:
+    """Whole episodes with greedy actions; returns their returns and, in a goal environment, their successes."""
+    device = next(q_network.parameters()).device
+    env = make_env(env_id, n_bits, render=video_dir is not None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
     obs, _ = env.reset(seed=seed)
     returns, successes, total = [], [], 0.0
-    while len(returns) < args.eval_episodes:
+    while len(returns) < episodes:
         with torch.no_grad():
             action = int(q_network(torch.as_tensor(network_input(obs), device=device)[None]).argmax(1).item())
         obs, reward, terminated, truncated, info = env.step(action)
@@ -780,33 +724,15 @@ def evaluate(q_network: QNetwork, args: Args, seed: int, video_dir: str | None, 
             total = 0.0
             obs, _ = env.reset()
     env.close()
-    return returns, successes
+    return returns, successes if is_goal_env(env) else None
 
 
-def evaluate_saved(args: Args) -> dict:
-    """--evaluate: the Q-network of a model.pt or checkpoint.pt, for --eval-episodes episodes with greedy actions
-    (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
-    saved = load_checkpoint(args.evaluate, "dqn_per_her.py", "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
-    obs_space, action_space, goal_env = validate(args)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+def saved_evaluation(args: Args, saved: dict, device):
+    """--evaluate: the saved Q-network, for evaluate_saved; greedy actions."""
+    obs_space, action_space, _ = validate(args)
     q_network = QNetwork(network_input(obs_space.sample()).shape[-1], action_space.n, args.hidden_size).to(device)
     q_network.load_state_dict(saved["q_network"])
-    del saved  # a checkpoint's replay
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir)
-    write_hyperparameters(writer, args)
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    returns, successes = evaluate(q_network, args, args.seed + 10_000, video_dir, device)
-    report_evaluation(writer, returns, successes if goal_env else None)
-    writer.close()
-    stop_tracking(args.track)
-    print_paths(run_dir, [video_dir] if video_dir else [])
-    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+    return partial(evaluate, q_network, args.env_id, args.n_bits, args.eval_episodes, args.seed + 10_000)
 
 
 def fail(flag: str, message: str):
@@ -827,6 +753,17 @@ def check_env_id(env_id: str, supported: list[str]):
     if name not in gym.registry:
         close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
+    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
+    fraction (in [0, 1]) and non_negative (0 or more)."""
+    ranges = [(positive, "positive"), (fraction, "in [0, 1]"), (non_negative, "0 or more")]
+    ok = {"positive": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1, "0 or more": lambda v: v >= 0}
+    for names, valid in ranges:
+        for name in names.split():
+            if not ok[valid](getattr(args, name)):
+                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
 
 
 def check_video(make_video_env):
@@ -868,34 +805,36 @@ def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
     return run_dir
 
 
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
+    """Say where the run writes (its first line) and open its TensorBoard writer, the flags as a table in the TEXT
+    tab. resumed_at: the checkpoint's step; what an earlier process logged after it is dropped (purge_step).
+    --track: Weights & Biases receives every scalar as it is written (sync_tensorboard), the flags as its config,
+    under the run folder's name (a resumed run continues it); its files go to ./wandb, outside runs/ (inside,
+    TensorBoard would show its copy of the curves too). WANDB_MODE=offline keeps the run on disk, for `wandb sync`."""
+    print(f"run folder: {run_dir}{note}")
+    if args.track:
+        import wandb
+
+        name, project, entity = os.path.basename(run_dir), args.wandb_project_name, args.wandb_entity
+        run_id = re.sub(r"[^\w-]", "-", name)  # the same for a resumed run: it continues
+        wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=vars(args),
+            sync_tensorboard=True,
+        )
+    writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return writer
 
 
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
+def close_run(writer: SummaryWriter, track: bool):
+    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
+    writer.close()
     if track:
         import wandb
 
@@ -967,12 +906,8 @@ def catch_stop_signals() -> dict:
     its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
     schedulers expect."""
     stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
     return stop
 
 
@@ -985,6 +920,57 @@ def release_stop_signals():
 def exit_status(result: dict) -> int:
     """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
     return 128 + result["signal"] if result.get("signal") else 0
+
+
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
+    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
+    process's), else the CPU."""
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(gpu if cuda and torch.cuda.is_available() else "cpu")
+
+
+def resume_or_start(args, script: str) -> tuple:
+    """(args, checkpoint): with --resume, the checkpoint and the run's own flags (resume_args); else (args, None)."""
+    if args.resume is None:
+        return args, None
+    checkpoint = load_checkpoint(args.resume, script)
+    return resume_args(args, checkpoint["args"]), checkpoint
+
+
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
+    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
+    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
+    with rng, Python's, NumPy's and torch's random streams where they were."""
+    if checkpoint is None:
+        return tuple(state.values())
+    for name, module in modules.items():
+        module.load_state_dict(checkpoint[name])
+    if rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return tuple(checkpoint[key] for key in state)
+
+
+def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
+    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
+    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
+    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+
+
+def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
+    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
+    streams and the loop's `state` (what restore reads back)."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    networks = {name: module.state_dict() for name, module in modules.items()}
+    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
 
 
 def save_atomically(obj, path: str):
@@ -1017,18 +1003,14 @@ def resume_args(args: Args, saved: dict) -> Args:
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
     (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
+    now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
+    now += " track wandb_project_name wandb_entity"
+    given = ("total_timesteps", "checkpoint_every", "save_model")
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
             continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
+        if field.name in given and getattr(args, field.name) != field.default:
             continue
         kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
@@ -1036,28 +1018,67 @@ def resume_args(args: Args, saved: dict) -> Args:
 
 def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
     """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    where = f"resume: step {global_step} of {total}"
     if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
+        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
+        where += " train (a larger --total-timesteps extends it)"
     elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
+        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
+    print(where)
 
 
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
+def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
+    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
+    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
+    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
+    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
+    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
+        return [], None, saved
+    if args.save_model:
+        saved.append(os.path.join(writer.log_dir, "model.pt"))
+        model = {name: network.state_dict() for name, network in networks.items()}
+        save_atomically({"args": vars(args), "script": script} | model, saved[-1])
+        model = torch.load(saved[-1], map_location="cpu")
+        for name, network in networks.items():
+            network.load_state_dict(model[name])
+    if args.eval_episodes == 0:
+        return [], None, saved
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    return returns, successes, saved + videos
+
+
+def evaluate_saved(args, script: str, load_evaluation) -> dict:
+    """--evaluate: a model.pt's or checkpoint.pt's networks, for --eval-episodes episodes (see run_evaluation) in a
+    new run folder, {exp_name}-eval. Nothing is trained. load_evaluation(args, saved, device) -> evaluation (see
+    run_evaluation)."""
+    saved = load_checkpoint(args.evaluate, script, "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
+    evaluation = load_evaluation(args, saved, device)
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    close_run(writer, args.track)
+    print_paths(run_dir, videos)
+    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
+def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
+    """The episodes of evaluation(video_dir) -> (returns, successes or None), recorded with --capture-video into the
+    run folder's videos/; an eval/ scalar for each episode and one line with their mean. Returns (returns,
+    successes, the video folder in a list)."""
+    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
+    returns, successes = evaluation(video_dir=video_dir)
     for i, r in enumerate(returns):
         writer.add_scalar("eval/episodic_return", r, i)
         if successes:
             writer.add_scalar("eval/success_rate", successes[i], i)
     rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
     print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    return returns, successes, [video_dir] if video_dir else []
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 import gymnasium as gym
@@ -238,81 +239,50 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 
 # 5. Training loop
 def main(args: Args) -> dict:
-    # 7. Setup
+    # SETUP
     if args.evaluate is not None:
-        return evaluate_saved(args)
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, "reinforce.py")
-        args = resume_args(args, checkpoint["args"])
+        return evaluate_saved(args, "reinforce.py", saved_evaluation)
+    args, checkpoint = resume_or_start(args, "reinforce.py")
     probe_env = validate(args)
-    args.batch_size = args.num_envs * args.num_steps
+    num_envs, num_steps = args.num_envs, args.num_steps
+    args.batch_size = num_envs * num_steps
     args.num_updates = args.total_timesteps // args.batch_size
     say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
 
     obs_dim = probe_env.observation_space.shape[0]
     policy = Policy(obs_dim, probe_env.action_space, args.hidden_size).to(device)
     value = mlp(obs_dim, 1, args.hidden_size, out_gain=1.0).to(device)
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     value_optimizer = torch.optim.Adam(value.parameters(), lr=args.vf_learning_rate)
-    global_step, start_update = 0, 0
+    modules = {"policy": policy, "value": value, "policy_optimizer": policy_optimizer}
+    modules["value_optimizer"] = value_optimizer
+    global_step, start_update, run_dir = restore(checkpoint, modules, {"global_step": 0, "update": 0, "run_dir": None})
     if checkpoint is not None:
-        policy.load_state_dict(checkpoint["policy"])
-        value.load_state_dict(checkpoint["value"])
-        policy_optimizer.load_state_dict(checkpoint["policy_optimizer"])
-        value_optimizer.load_state_dict(checkpoint["value_optimizer"])
-        global_step, start_update, run_dir = checkpoint["global_step"], checkpoint["update"], checkpoint["run_dir"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        say_where_resumed(
-            global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], "no schedule to keep"
-        )
+        saved_total = checkpoint["args"]["total_timesteps"]
+        say_where_resumed(global_step, args.total_timesteps, saved_total, "no schedule to keep")
         del checkpoint
-    else:
-        run_dir = new_run_dir(args.env_id, args.exp_name, args.seed)
-    print(f"run folder: {run_dir}")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if args.resume else None)  # drop what came after
-    write_hyperparameters(writer, args)
-
+    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
+    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None)
     # the environments restart from new episodes on resume: their state is not saved
-    envs = make_envs(args.env_id, args.num_envs)
+    envs = make_envs(args.env_id, num_envs)
     envs.action_space.seed(args.seed + global_step)
     use_baseline = args.baseline == "value"
-    T, N = args.num_steps, args.num_envs
-    rollout = make_rollout(T, N, probe_env.observation_space, probe_env.action_space, device)
+    rollout = make_rollout(num_steps, num_envs, probe_env.observation_space, probe_env.action_space, device)
     low, high = (None, None) if policy.discrete else (probe_env.action_space.low, probe_env.action_space.high)
     probe_env.close()
-    stop = catch_stop_signals()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    stop = catch_stop_signals()  # finish the update in progress, then checkpoint and exit
 
-    def write_checkpoint():
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        state = {"args": vars(args), "policy": policy.state_dict(), "value": value.state_dict(), "rng": rng}
-        state |= {"policy_optimizer": policy_optimizer.state_dict(), "value_optimizer": value_optimizer.state_dict()}
-        state |= {"global_step": global_step, "update": update + 1, "run_dir": run_dir, "script": "reinforce.py"}
-        save_atomically(state, checkpoint_path)
-
-    # 8. Loop
+    # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress)
     next_obs, _ = envs.reset(seed=args.seed + global_step)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    next_checkpoint = global_step + args.checkpoint_every
-    update = start_update - 1
     for update in range(start_update, args.num_updates):
         rollout.next_values.zero_()
-        for t in range(T):
+        for t in range(num_steps):
             # ACT
             with torch.no_grad():
                 action = policy.sample(next_obs)
@@ -322,32 +292,33 @@ def main(args: Args) -> dict:
 
             # STEP
             obs = next_obs
-            next_obs_np, reward, terminated, truncated, info = envs.step(env_action)
+            next_obs_np, rewards, terminations, truncations, infos = envs.step(env_action)
             next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
-            global_step += N
+            global_step += num_envs
+            dones = terminations | truncations
 
             # RECORD EPISODES
-            ep_return += reward
+            ep_return += rewards
             ep_length += 1
-            for i in np.flatnonzero(terminated | truncated):
+            for i in np.flatnonzero(dones):
                 episodic_returns.append(float(ep_return[i]))
                 episodic_steps.append(global_step)
                 recent_returns.append(float(ep_return[i]))
                 writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
                 writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
-                ep_return[i], ep_length[i] = 0.0, 0
+            ep_return[dones], ep_length[dones] = 0.0, 0
 
             # STORE
             rollout.obs[t] = obs
             rollout.actions[t] = action
-            rollout.rewards[t] = torch.as_tensor(reward, device=device)
-            rollout.terminations[t] = torch.as_tensor(terminated, device=device)
-            rollout.truncations[t] = torch.as_tensor(truncated, device=device)
+            rollout.rewards[t] = torch.as_tensor(rewards, device=device)
+            rollout.terminations[t] = torch.as_tensor(terminations, device=device)
+            rollout.truncations[t] = torch.as_tensor(truncations, device=device)
             # bootstrap a time limit from the true final observation; where the episode also terminated (a time
             # limit that falls on the last step sets both), termination wins: nothing follows
-            bootstrap = truncated & ~terminated
+            bootstrap = truncations & ~terminations
             if use_baseline and bootstrap.any():
-                final_obs = np.stack(info["final_obs"][bootstrap])
+                final_obs = np.stack(infos["final_obs"][bootstrap])
                 with torch.no_grad():
                     final_values = value(torch.as_tensor(final_obs, dtype=torch.float32, device=device))
                 rollout.next_values[t, torch.as_tensor(bootstrap, device=device)] = final_values.squeeze(-1)
@@ -394,51 +365,26 @@ def main(args: Args) -> dict:
             writer.add_scalar("losses/explained_variance", explained.item(), global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(global_step, sps, recent_returns)
-        if args.checkpoint_every and global_step >= next_checkpoint:
-            write_checkpoint()
-            next_checkpoint += args.checkpoint_every
+        end = args.num_updates * args.batch_size
+        if checkpoint_due(stop, args.checkpoint_every, global_step - args.batch_size, global_step, end):
+            state = {"global_step": global_step, "update": update + 1, "run_dir": run_dir}
+            write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "reinforce.py", modules, state)
         if stop["signal"] is not None:
             break
+    release_stop_signals()
     progress.close()
     envs.close()
-    release_stop_signals()
 
-    # 9. Teardown
-    result = {
-        "run_dir": run_dir,
-        "global_step": global_step,
-        "episodic_returns": episodic_returns,
-        "episodic_steps": episodic_steps,
-        "final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-        "eval_returns": [],
-        "sps": sps,
-        "signal": stop["signal"],
-        "interrupted": stop["signal"] is not None,
-    }
-    saved = []
-    if stop["signal"] is not None or args.checkpoint_every:
-        write_checkpoint()
-        saved.append(checkpoint_path)
-    if stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']} at step {global_step}; continue with --resume {checkpoint_path}")
-    else:
-        model_path = None
-        if args.save_model:
-            model_path = os.path.join(run_dir, "model.pt")
-            state = {"args": vars(args), "policy": policy.state_dict(), "value": value.state_dict()}
-            save_atomically(state | {"script": "reinforce.py"}, model_path)
-            saved.append(model_path)
-        if args.eval_episodes > 0:
-            if model_path:  # evaluate what was saved, exactly as a user would load it
-                policy.load_state_dict(torch.load(model_path, map_location=device)["policy"])
-            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            seed = args.seed + 10_000
-            result["eval_returns"] = evaluate(policy, args.env_id, args.eval_episodes, seed, video_dir, device)
-            report_evaluation(writer, result["eval_returns"])
-            saved += [video_dir] if video_dir else []
-    writer.close()
-    stop_tracking(args.track)
+    # TEARDOWN
+    evaluation = partial(evaluate, policy, args.env_id, args.eval_episodes, args.seed + 10_000)
+    networks = {"policy": policy, "value": value}
+    eval_returns, _, saved = finish_training(args, "reinforce.py", stop, networks, evaluation, writer)
+    close_run(writer, args.track)
     print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
+    result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
+    result |= {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
+    result |= {"interrupted": stop["signal"] is not None}
+    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
     return result
 
 
@@ -489,32 +435,11 @@ def supported_env_ids() -> list[str]:
 
 def validate(args: Args) -> gym.Env:
     """Check every flag before any work; return one probe environment to read the spaces from."""
-    for flag, value in [
-        ("--total-timesteps", args.total_timesteps),
-        ("--num-envs", args.num_envs),
-        ("--num-steps", args.num_steps),
-        ("--hidden-size", args.hidden_size),
-        ("--vf-iters", args.vf_iters),
-    ]:
-        if value <= 0:
-            fail(flag, f"must be a positive integer, got {value}")
+    check_ranges(args, positive="total_timesteps num_envs num_steps hidden_size vf_iters")
     if args.total_timesteps < args.num_envs * args.num_steps:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
-    if not 0.0 <= args.gamma <= 1.0:
-        fail("--gamma", f"must be in [0, 1], got {args.gamma}")
-    for flag, value in [("--learning-rate", args.learning_rate), ("--vf-learning-rate", args.vf_learning_rate)]:
-        if not value > 0:
-            fail(flag, f"must be positive, got {value}")
-    if args.ent_coef < 0:
-        fail("--ent-coef", f"must be non-negative, got {args.ent_coef}")
-    for flag, value in [
-        ("--seed", args.seed),
-        ("--eval-episodes", args.eval_episodes),
-        ("--checkpoint-every", args.checkpoint_every),
-        ("--torch-threads", args.torch_threads),
-    ]:
-        if value < 0:
-            fail(flag, f"must be 0 or more, got {value}")
+    check_ranges(args, positive="learning_rate vf_learning_rate", fraction="gamma")
+    check_ranges(args, non_negative="ent_coef seed eval_episodes checkpoint_every torch_threads")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
     if args.evaluate is not None and args.eval_episodes == 0:
@@ -541,8 +466,10 @@ def validate(args: Args) -> gym.Env:
     return env
 
 
-def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: str | None, device) -> list[float]:
-    """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns."""
+def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir=None) -> tuple:
+    """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns (and None:
+    no success to report)."""
+    device = next(policy.parameters()).device
     env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
@@ -560,33 +487,16 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir: s
             done = terminated or truncated
         returns.append(total)
     env.close()
-    return returns
+    return returns, None
 
 
-def evaluate_saved(args: Args) -> dict:
-    """--evaluate: the policy of a model.pt or checkpoint.pt, for --eval-episodes episodes with deterministic
-    actions (recorded with --capture-video), logged to a new run folder. Nothing is trained."""
-    saved = load_checkpoint(args.evaluate, "reinforce.py", "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+def saved_evaluation(args: Args, saved: dict, device):
+    """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
     probe_env = validate(args)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
     policy = Policy(probe_env.observation_space.shape[0], probe_env.action_space, args.hidden_size).to(device)
     policy.load_state_dict(saved["policy"])
     probe_env.close()
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    print(f"run folder: {run_dir} (evaluating {args.evaluate})")
-    start_tracking(args, run_dir)
-    writer = SummaryWriter(run_dir)
-    write_hyperparameters(writer, args)
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    returns = evaluate(policy, args.env_id, args.eval_episodes, args.seed + 10_000, video_dir, device)
-    report_evaluation(writer, returns)
-    writer.close()
-    stop_tracking(args.track)
-    print_paths(run_dir, [video_dir] if video_dir else [])
-    return {"run_dir": run_dir, "eval_returns": returns, "global_step": 0, "signal": None}
+    return partial(evaluate, policy, args.env_id, args.eval_episodes, args.seed + 10_000)
 
 
 def fail(flag: str, message: str):
@@ -607,6 +517,17 @@ def check_env_id(env_id: str, supported: list[str]):
     if name not in gym.registry:
         close = difflib.get_close_matches(name, supported, n=3)
         fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
+    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
+    fraction (in [0, 1]) and non_negative (0 or more)."""
+    ranges = [(positive, "positive"), (fraction, "in [0, 1]"), (non_negative, "0 or more")]
+    ok = {"positive": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1, "0 or more": lambda v: v >= 0}
+    for names, valid in ranges:
+        for name in names.split():
+            if not ok[valid](getattr(args, name)):
+                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
 
 
 def check_video(make_video_env):
@@ -648,34 +569,36 @@ def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
     return run_dir
 
 
-def write_hyperparameters(writer: SummaryWriter, args):
-    """Every flag of the run as a text table, TensorBoard's TEXT tab."""
+def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
+    """Say where the run writes (its first line) and open its TensorBoard writer, the flags as a table in the TEXT
+    tab. resumed_at: the checkpoint's step; what an earlier process logged after it is dropped (purge_step).
+    --track: Weights & Biases receives every scalar as it is written (sync_tensorboard), the flags as its config,
+    under the run folder's name (a resumed run continues it); its files go to ./wandb, outside runs/ (inside,
+    TensorBoard would show its copy of the curves too). WANDB_MODE=offline keeps the run on disk, for `wandb sync`."""
+    print(f"run folder: {run_dir}{note}")
+    if args.track:
+        import wandb
+
+        name, project, entity = os.path.basename(run_dir), args.wandb_project_name, args.wandb_entity
+        run_id = re.sub(r"[^\w-]", "-", name)  # the same for a resumed run: it continues
+        wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=vars(args),
+            sync_tensorboard=True,
+        )
+    writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return writer
 
 
-def start_tracking(args, run_dir: str):
-    """--track: Weights & Biases receives every TensorBoard scalar as it is written (sync_tensorboard), with the
-    flags as its config, under the run folder's name (a resumed run continues it); its files go to ./wandb, outside
-    runs/ (inside, TensorBoard would show its copy of the curves too). Call before the SummaryWriter exists.
-    WANDB_MODE=offline keeps the run on disk, for `wandb sync` later."""
-    if not args.track:
-        return
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=os.path.basename(run_dir),
-        id=re.sub(r"[^\w-]", "-", os.path.basename(run_dir)),  # a resumed run continues its W&B run
-        resume="allow",
-        config=vars(args),
-        sync_tensorboard=True,
-    )
-
-
-def stop_tracking(track: bool):
-    """--track: send what is left and close the Weights & Biases run."""
+def close_run(writer: SummaryWriter, track: bool):
+    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
+    writer.close()
     if track:
         import wandb
 
@@ -720,6 +643,12 @@ def say_rounded(total_timesteps: int, steps: int, unit: str):
         print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
 
 
+def multiples_between(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
+    global_step moves from before to after, one every `every` steps whatever the number of environments."""
+    return after // every - before // every
+
+
 def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
     """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
     in seconds), the mean of the recent returns, what it saved and how to look at it."""
@@ -741,12 +670,8 @@ def catch_stop_signals() -> dict:
     its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
     schedulers expect."""
     stop = {"signal": None}
-
-    def request_stop(signum, _frame):
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
     return stop
 
 
@@ -759,6 +684,57 @@ def release_stop_signals():
 def exit_status(result: dict) -> int:
     """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
     return 128 + result["signal"] if result.get("signal") else 0
+
+
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
+    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
+    process's), else the CPU."""
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(gpu if cuda and torch.cuda.is_available() else "cpu")
+
+
+def resume_or_start(args, script: str) -> tuple:
+    """(args, checkpoint): with --resume, the checkpoint and the run's own flags (resume_args); else (args, None)."""
+    if args.resume is None:
+        return args, None
+    checkpoint = load_checkpoint(args.resume, script)
+    return resume_args(args, checkpoint["args"]), checkpoint
+
+
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
+    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
+    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
+    with rng, Python's, NumPy's and torch's random streams where they were."""
+    if checkpoint is None:
+        return tuple(state.values())
+    for name, module in modules.items():
+        module.load_state_dict(checkpoint[name])
+    if rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return tuple(checkpoint[key] for key in state)
+
+
+def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
+    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
+    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
+    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+
+
+def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
+    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
+    streams and the loop's `state` (what restore reads back)."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    networks = {name: module.state_dict() for name, module in modules.items()}
+    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
 
 
 def save_atomically(obj, path: str):
@@ -791,18 +767,14 @@ def resume_args(args: Args, saved: dict) -> Args:
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
     (or ends) it."""
-    now = (
-        "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video "
-        "checkpoint_replay track wandb_project_name wandb_entity"
-    )
+    now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
+    now += " track wandb_project_name wandb_entity"
+    given = ("total_timesteps", "checkpoint_every", "save_model")
     kept = {}
     for field in dataclasses.fields(Args):
         if not field.init or field.name not in saved or field.name in now.split():
             continue
-        if (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        ):
+        if field.name in given and getattr(args, field.name) != field.default:
             continue
         kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
@@ -810,28 +782,67 @@ def resume_args(args: Args, saved: dict) -> Args:
 
 def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
     """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
+    where = f"resume: step {global_step} of {total}"
     if global_step >= total:
-        print(
-            f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to "
-            "train (a larger --total-timesteps extends it)"
-        )
+        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
+        where += " train (a larger --total-timesteps extends it)"
     elif total != saved_total:
-        print(
-            f"resume: step {global_step} of {total}; --total-timesteps changes the run's length from {saved_total}: "
-            f"{schedules}"
-        )
-    else:
-        print(f"resume: step {global_step} of {total}")
+        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
+    print(where)
 
 
-def report_evaluation(writer: SummaryWriter, returns: list, successes: list | None = None):
-    """eval/ scalars for each evaluation episode, and one line with their mean."""
+def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
+    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
+    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
+    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
+    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
+    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
+        return [], None, saved
+    if args.save_model:
+        saved.append(os.path.join(writer.log_dir, "model.pt"))
+        model = {name: network.state_dict() for name, network in networks.items()}
+        save_atomically({"args": vars(args), "script": script} | model, saved[-1])
+        model = torch.load(saved[-1], map_location="cpu")
+        for name, network in networks.items():
+            network.load_state_dict(model[name])
+    if args.eval_episodes == 0:
+        return [], None, saved
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    return returns, successes, saved + videos
+
+
+def evaluate_saved(args, script: str, load_evaluation) -> dict:
+    """--evaluate: a model.pt's or checkpoint.pt's networks, for --eval-episodes episodes (see run_evaluation) in a
+    new run folder, {exp_name}-eval. Nothing is trained. load_evaluation(args, saved, device) -> evaluation (see
+    run_evaluation)."""
+    saved = load_checkpoint(args.evaluate, script, "--evaluate")
+    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
+    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
+    evaluation = load_evaluation(args, saved, device)
+    del saved  # a checkpoint's replay
+    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
+    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
+    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
+    close_run(writer, args.track)
+    print_paths(run_dir, videos)
+    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
+
+
+def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
+    """The episodes of evaluation(video_dir) -> (returns, successes or None), recorded with --capture-video into the
+    run folder's videos/; an eval/ scalar for each episode and one line with their mean. Returns (returns,
+    successes, the video folder in a list)."""
+    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
+    returns, successes = evaluation(video_dir=video_dir)
     for i, r in enumerate(returns):
         writer.add_scalar("eval/episodic_return", r, i)
         if successes:
             writer.add_scalar("eval/success_rate", successes[i], i)
     rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
     print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    return returns, successes, [video_dir] if video_dir else []
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def parts(args: D.Args, device) -> dict:
             q(torch.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
 
     def grad():
-        loss, _ = D.dqn_loss(q, target, batch, args)
+        loss, _ = D.dqn_loss(q, target, batch, args.gamma, args.double_q, args.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,7 +114,7 @@ def fill_memory(buffer_size: int, checkpoint: bool) -> dict:
         "fill_seconds": time.perf_counter() - start,
     }
     for _ in range(20):
-        loss, _ = D.dqn_loss(q, target, replay.sample(32, "cpu"), args)
+        loss, _ = D.dqn_loss(q, target, replay.sample(32, "cpu"), args.gamma, args.double_q, args.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -64,15 +64,16 @@ def main():
         agent.load_state_dict(state["agent"])
         real = module.make_envs
         module.make_envs = lambda *a, **k: Recorded(real(*a, **k), games)
-        returns = module.evaluate(agent, saved.env_id, args.episodes, args.seed, None, "cpu")
+        returns, _ = module.evaluate(agent, saved.env_id, args.episodes, args.seed)
     else:  # dqn_atari.py: epsilon-greedy with --eval-epsilon
         _, action_space = module.validate(saved)
         q_network = module.QNetwork(action_space.n)
         q_network.load_state_dict(state["q_network"])
         real = module.make_env
         module.make_env = lambda *a, **k: Recorded(real(*a, **k), games)
-        saved.eval_episodes = args.episodes
-        returns = module.evaluate(q_network, saved, args.seed, None, "cpu")
+        returns, _ = module.evaluate(
+            q_network, saved.env_id, saved.sticky_actions, args.episodes, saved.eval_epsilon, args.seed
+        )
     for i, (r, game) in enumerate(zip(returns, games, strict=False)):
         print(f"game {i}: return {r:.0f}, {game['steps']} agent steps{', time limit' if game['time_limit'] else ''}")
     stalled = sum(g["time_limit"] for g in games[: len(returns)])

@@ -54,7 +54,9 @@ def main():
             t0 = time.perf_counter()
             b = replay.sample(args.batch_size, 0.5)
             t_sample += time.perf_counter() - t0
-            loss, _, td = H.dqn_loss(q, target, b, run_args, H.target_bounds(-1.0, 0.0, run_args.gamma), "cpu")
+            loss, _, td = H.dqn_loss(
+                q, target, b, run_args.gamma, run_args.double_q, H.target_bounds(-1.0, 0.0, run_args.gamma)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -391,5 +391,5 @@ def test_greedy_evaluation_presses_fire_after_a_lost_life():
         assert len(calls) < 2000, "the game did not end: nothing pressed FIRE after a lost life"
 
     agent.register_forward_hook(count)
-    returns = A.evaluate(agent, "BreakoutNoFrameskip-v4", 1, seed=0, video_dir=None, device="cpu")
+    returns, _ = A.evaluate(agent, "BreakoutNoFrameskip-v4", 1, seed=0)
     assert len(returns) == 1 and len(calls) < 1000

@@ -295,7 +295,7 @@ def test_dqn_loss_matches_brute_force(loss, double_q):
     actions, rewards = torch.randint(0, A, (B,), generator=g), torch.randint(-1, 2, (B,), generator=g).float()
     terminated = torch.arange(B) % 3 == 0
     b = {"obs": obs, "next_obs": next_obs, "actions": actions, "rewards": rewards, "terminated": terminated}
-    td_loss, q_taken = D.dqn_loss(online, target, b, D.Args(loss=loss, double_q=double_q, gamma=gamma))
+    td_loss, q_taken = D.dqn_loss(online, target, b, gamma, double_q, loss)
 
     q, t = online.table.detach().numpy(), target.table.detach().numpy()
     actions, rewards, terminated = actions.numpy(), rewards.numpy(), terminated.numpy()
@@ -352,11 +352,11 @@ def test_target_network_is_a_copy_of_the_online_network_after_each_target_update
     snapshots = []
     real_loss = D.dqn_loss
 
-    def spy(q_network, target_network, b, args):
+    def spy(q_network, target_network, b, *rest):
         snapshots.append(
             ([p.clone() for p in q_network.parameters()], [p.clone() for p in target_network.parameters()])
         )
-        return real_loss(q_network, target_network, b, args)
+        return real_loss(q_network, target_network, b, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(D, "dqn_loss", spy)

@@ -138,7 +138,7 @@ def test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets(d
     b = {"x": x, "next_x": next_x, "actions": rng.integers(0, 3, B), "rewards": rewards}
     b |= {"terminated": rng.random(B) < 0.3, "weights": weights}  # importance weights far from uniform
     args = H.Args(gamma=gamma, double_q=double_q)
-    td_loss, q_taken, td_errors = H.dqn_loss(q_network, target_network, b, args, bounds, "cpu")
+    td_loss, q_taken, td_errors = H.dqn_loss(q_network, target_network, b, gamma, double_q, bounds)
 
     def q(net, x):  # the network by hand, as numpy: W x + c
         return net.weight.detach().numpy() @ x + net.bias.detach().numpy()
@@ -160,10 +160,10 @@ def test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets(d
     np.testing.assert_allclose(q_taken.detach().numpy(), taken, rtol=1e-5, atol=1e-6)
     # the batch exercises every part: both Huber branches, clipped targets, and weights and double_q that matter
     assert min(map(abs, errors)) < 1 < max(map(abs, errors)) and (bounds is None or 0 < clipped < B)
-    unweighted = H.dqn_loss(q_network, target_network, dict(b, weights=np.ones(B, np.float32)), args, bounds, "cpu")
+    unweighted = H.dqn_loss(q_network, target_network, dict(b, weights=np.ones(B, np.float32)), gamma, double_q, bounds)
     assert unweighted[0].item() != pytest.approx(td_loss.item(), rel=1e-3)
     other = H.Args(gamma=gamma, double_q=not double_q)
-    assert not torch.allclose(H.dqn_loss(q_network, target_network, b, other, bounds, "cpu")[2], td_errors)
+    assert not torch.allclose(H.dqn_loss(q_network, target_network, b, gamma, not double_q, bounds)[2], td_errors)
 
 
 # Hindsight relabelling
@@ -362,9 +362,9 @@ def test_her_learns_a_goal_environment_with_positive_rewards_that_ends_at_the_go
         gym.register("ReachGoal-v0", entry_point=ReachGoalEnv)
     bounds, dqn_loss = [], H.dqn_loss
 
-    def spy(q_network, target_network, b, args, clip, device):
+    def spy(q_network, target_network, b, gamma, double_q, clip):
         bounds.append(clip)
-        return dqn_loss(q_network, target_network, b, args, clip, device)
+        return dqn_loss(q_network, target_network, b, gamma, double_q, clip)
 
     monkeypatch.setattr(H, "dqn_loss", spy)
     args = {"gamma": 0.9, "total_timesteps": 1500, "learning_starts": 128, "batch_size": 64, "eval_episodes": 20}

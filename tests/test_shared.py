@@ -1,6 +1,7 @@
 """Behaviour every script shares (../shared/STYLE.md): flags, run folders, TensorBoard keys, saving,
 evaluation, seeding, progress output and errors. Each script built so far has an entry in SCRIPTS."""
 
+import ast
 import dataclasses
 import importlib
 import inspect
@@ -470,28 +471,40 @@ def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_
 
 
 # The plumbing the scripts share is one text, copied into each file (a reader never opens a second file)
-SHARED_TEXT = [
+PLUMBING = [  # section 8 of every script, in this order
     "fail",
     "check_env_id",
+    "check_ranges",
     "check_video",
     "check_tracking",
-    "start_tracking",
-    "stop_tracking",
     "new_run_dir",
-    "write_hyperparameters",
-    "catch_stop_signals",
-    "exit_status",
+    "open_run",
+    "close_run",
+    "ProgressReport",
     "say_rounded",
+    "multiples_between",
     "print_summary",
     "print_paths",
-    "report_evaluation",
-    "ProgressReport",
-    "multiples_between",
+    "catch_stop_signals",
+    "release_stop_signals",
+    "exit_status",
+    "setup_torch",
+    "resume_or_start",
+    "restore",
+    "checkpoint_due",
+    "write_checkpoint",
+    "save_atomically",
     "load_checkpoint",
     "resume_args",
     "say_where_resumed",
-    "save_atomically",
+    "finish_training",
+    "evaluate_saved",
+    "run_evaluation",
+]
+SHARED_BY_SOME = [  # the same job in the scripts that have it
     "linear_schedule",
+    "td_target",
+    "atari_game",
     "categorical_log_prob",
     "categorical_entropy",
     "gaussian_log_prob",
@@ -499,11 +512,25 @@ SHARED_TEXT = [
 ]
 
 
-@pytest.mark.parametrize("name", SHARED_TEXT)
+@pytest.mark.parametrize("name", PLUMBING + SHARED_BY_SOME)
 def test_shared_helpers_are_one_text_in_every_script_that_has_them(name):
     texts = {s: inspect.getsource(getattr(load(s), name)) for s in ALL if hasattr(load(s), name)}
+    if name in PLUMBING:
+        assert set(texts) == set(ALL), f"{name} is missing from {sorted(set(ALL) - set(texts))}"
     assert len(texts) >= 2, f"{name} is in {list(texts)} only"
     assert len(set(texts.values())) == 1, f"{name} differs between {list(texts)}: edit it the same way in each"
+
+
+def test_the_shared_plumbing_closes_every_script_in_one_order():
+    """The block of shared helpers is the last of section 8, the same names in the same order in every file, so
+    that diffing two scripts shows their algorithms and nothing else."""
+    for script in ALL:
+        source = (ROOT / script).read_text()
+        tree = ast.parse(source)
+        names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert names[-len(PLUMBING) :] == PLUMBING, f"{script}: {names[-len(PLUMBING) :]}"
+        banners = re.findall(r"^# (\d)\. ", source, re.M)
+        assert banners == list("12345678"), f"{script} has the banners {banners}"
 
 
 # The user's loop: start a run, find it, stop it, resume it, evaluate what it saved (issue 12)
@@ -703,7 +730,7 @@ def test_track_without_wandb_says_how_to_install_it(script, in_tmp, monkeypatch,
     assert not os.path.exists("runs")
 
 
-@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py"])  # start_tracking is one text in all
+@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py"])  # open_run is one text in all
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb (optional) not installed")
 def test_track_sends_the_tensorboard_scalars_to_wandb_offline(script, tmp_path):
     tiny = cli_flags(SCRIPTS[script]["tiny"])
