@@ -435,18 +435,11 @@ def supported_env_ids() -> list[str]:
 
 def validate(args: Args) -> gym.Env:
     """Check every flag before any work; return one probe environment to read the spaces from."""
-    check_ranges(args, positive="total_timesteps num_envs num_steps hidden_size vf_iters")
+    sizes = "total_timesteps num_envs num_steps hidden_size vf_iters learning_rate vf_learning_rate"
+    check_ranges(args, positive=sizes, fraction="gamma", non_negative="ent_coef")
     if args.total_timesteps < args.num_envs * args.num_steps:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
-    check_ranges(args, positive="learning_rate vf_learning_rate", fraction="gamma")
-    check_ranges(args, non_negative="ent_coef seed eval_episodes checkpoint_every torch_threads")
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
-    check_tracking(args.track)
+    check_run_flags(args)
     check_env_id(args.env_id, supported_env_ids())
     try:
         env = gym.make(args.env_id)
@@ -541,11 +534,8 @@ def check_video(make_video_env):
         with make_video_env() as env:
             env.reset(seed=0)
             env.render()
-    except gym.error.DependencyNotInstalled as e:
-        if importlib.util.find_spec("pygame") is None:
-            missing.append("pygame")
-        else:
-            problem = e
+    except gym.error.DependencyNotInstalled as e:  # pygame, or another package of the renderer
+        missing, problem = (missing + ["pygame"], None) if importlib.util.find_spec("pygame") is None else (missing, e)
     except TypeError as e:  # a user's environment whose constructor takes no render_mode
         problem = e
     if missing:
@@ -554,9 +544,17 @@ def check_video(make_video_env):
         fail("--capture-video", f"the environment cannot render: {problem}")
 
 
-def check_tracking(track: bool):
-    """--track needs wandb, an optional package: say how to get it before any work."""
-    if track and importlib.util.find_spec("wandb") is None:
+def check_run_flags(args):
+    """The flags of the user's loop, the same in every script: seeds, evaluation, checkpoints, --track (which
+    needs wandb, an optional package)."""
+    check_ranges(args, non_negative="seed eval_episodes checkpoint_every torch_threads")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
+    if args.evaluate is not None and args.eval_episodes == 0:
+        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
+    if args.evaluate is not None and args.resume is not None:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    if args.track and importlib.util.find_spec("wandb") is None:
         fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
 
 
@@ -570,11 +568,9 @@ def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
 
 
 def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
-    """Say where the run writes (its first line) and open its TensorBoard writer, the flags as a table in the TEXT
-    tab. resumed_at: the checkpoint's step; what an earlier process logged after it is dropped (purge_step).
-    --track: Weights & Biases receives every scalar as it is written (sync_tensorboard), the flags as its config,
-    under the run folder's name (a resumed run continues it); its files go to ./wandb, outside runs/ (inside,
-    TensorBoard would show its copy of the curves too). WANDB_MODE=offline keeps the run on disk, for `wandb sync`."""
+    """Say where the run writes (its first line); open its TensorBoard writer, the flags as a table (TEXT tab),
+    dropping what an earlier process logged after resumed_at, the checkpoint's step. --track: W&B gets each scalar
+    as it is written, in ./wandb (inside runs/, TensorBoard would show its copy of the curves too)."""
     print(f"run folder: {run_dir}{note}")
     if args.track:
         import wandb
@@ -666,9 +662,8 @@ def print_paths(run_dir: str, saved: list):
 
 
 def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes the step in progress, the run writes
-    its checkpoint and summary, and the script exits with 128 + the signal's number (130, 143), as shells and job
-    schedulers expect."""
+    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes its step, writes the checkpoint and
+    summary, and the script exits with 128 + the signal's number (130, 143), as shells and schedulers expect."""
     stop = {"signal": None}
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda received, _frame: stop.update(signal=received))
@@ -769,14 +764,14 @@ def resume_args(args: Args, saved: dict) -> Args:
     (or ends) it."""
     now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
     now += " track wandb_project_name wandb_entity"
-    given = ("total_timesteps", "checkpoint_every", "save_model")
     kept = {}
     for field in dataclasses.fields(Args):
-        if not field.init or field.name not in saved or field.name in now.split():
-            continue
-        if field.name in given and getattr(args, field.name) != field.default:
-            continue
-        kept[field.name] = saved[field.name]
+        given = (
+            field.name in ("total_timesteps", "checkpoint_every", "save_model")
+            and getattr(args, field.name) != field.default
+        )
+        if field.init and field.name in saved and field.name not in now.split() and not given:
+            kept[field.name] = saved[field.name]
     return dataclasses.replace(args, **kept)
 
 
@@ -801,12 +796,13 @@ def finish_training(args, script: str, stop: dict, networks: dict, evaluation, w
         print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
         return [], None, saved
     if args.save_model:
-        saved.append(os.path.join(writer.log_dir, "model.pt"))
+        model_path = os.path.join(writer.log_dir, "model.pt")
         model = {name: network.state_dict() for name, network in networks.items()}
-        save_atomically({"args": vars(args), "script": script} | model, saved[-1])
-        model = torch.load(saved[-1], map_location="cpu")
+        save_atomically({"args": vars(args), "script": script} | model, model_path)
+        model = torch.load(model_path, map_location="cpu")
         for name, network in networks.items():
             network.load_state_dict(model[name])
+        saved.append(model_path)
     if args.eval_episodes == 0:
         return [], None, saved
     returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
@@ -814,9 +810,8 @@ def finish_training(args, script: str, stop: dict, networks: dict, evaluation, w
 
 
 def evaluate_saved(args, script: str, load_evaluation) -> dict:
-    """--evaluate: a model.pt's or checkpoint.pt's networks, for --eval-episodes episodes (see run_evaluation) in a
-    new run folder, {exp_name}-eval. Nothing is trained. load_evaluation(args, saved, device) -> evaluation (see
-    run_evaluation)."""
+    """--evaluate: the networks of a model.pt or checkpoint.pt, loaded by load_evaluation(args, saved, device) ->
+    evaluation, for --eval-episodes episodes (run_evaluation) in a new run folder {exp_name}-eval. No training."""
     saved = load_checkpoint(args.evaluate, script, "--evaluate")
     args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
     device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
@@ -831,9 +826,8 @@ def evaluate_saved(args, script: str, load_evaluation) -> dict:
 
 
 def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
-    """The episodes of evaluation(video_dir) -> (returns, successes or None), recorded with --capture-video into the
-    run folder's videos/; an eval/ scalar for each episode and one line with their mean. Returns (returns,
-    successes, the video folder in a list)."""
+    """The episodes of evaluation(video_dir) -> (returns, successes or None), with --capture-video into videos/;
+    an eval/ scalar for each, one line with their mean. Returns (returns, successes, [the video folder])."""
     video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
     returns, successes = evaluation(video_dir=video_dir)
     for i, r in enumerate(returns):

@@ -51,15 +51,15 @@ MUTANTS = [
     (
         "rf-bootstrap-next-episode",
         "reinforce.py",
-        'final_obs = np.stack(info["final_obs"][bootstrap])',
+        'final_obs = np.stack(infos["final_obs"][bootstrap])',
         "final_obs = next_obs_np[bootstrap]",
         [REINFORCE + "test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"],
     ),
     (
         "rf-truncation-beats-termination",
         "reinforce.py",
-        "bootstrap = truncated & ~terminated",
-        "bootstrap = truncated",
+        "bootstrap = truncations & ~terminations",
+        "bootstrap = truncations",
         [REINFORCE + "test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"],
     ),
     (
@@ -107,8 +107,8 @@ MUTANTS = [
     (
         "rf-episode-return-not-reset",
         "reinforce.py",
-        "ep_return[i], ep_length[i] = 0.0, 0",
-        "ep_length[i] = 0",
+        "ep_return[dones], ep_length[dones] = 0.0, 0",
+        "ep_length[dones] = 0",
         [REINFORCE + "test_loop_bootstraps_a_time_limit_from_the_true_final_observation_and_a_termination_never"],
     ),
     # actor_critic_gae.py
@@ -136,15 +136,15 @@ MUTANTS = [
     (
         "a2c-bootstrap-next-episode",
         "actor_critic_gae.py",
-        'final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated]), device=device)',
-        "final_obs = next_obs[torch.as_tensor(truncated, device=device)]",
+        'final_obs = torch.as_tensor(np.stack(infos["final_obs"][truncations]), device=device)',
+        "final_obs = next_obs[torch.as_tensor(truncations, device=device)]",
         [A2C + "test_loop_bootstraps_truncations_from_the_true_final_observation"],
     ),
     (
         "a2c-value-target",
         "actor_critic_gae.py",
-        "b_returns = (advantages + rollout.values).flatten()",
-        "b_returns = advantages.flatten()",
+        "b_returns, b_values = (advantages + rollout.values).flatten(), rollout.values.flatten()",
+        "b_returns, b_values = advantages.flatten(), rollout.values.flatten()",
         [A2C + "test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
     ),
     (
@@ -171,8 +171,8 @@ MUTANTS = [
     (
         "a2c-life-loss-not-terminal",
         "actor_critic_gae.py",
-        'terminated = terminated | ((info["lives"] < lives) & ~done)',
-        "terminated = terminated",
+        'terminations = terminations | ((infos["lives"] < lives) & ~dones)',
+        "terminations = terminations",
         [A2C + "test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on"],
     ),
     (
@@ -235,15 +235,15 @@ MUTANTS = [
     (
         "dqn-loss-mse-for-huber",
         "dqn_atari.py",
-        'td_loss = F.smooth_l1_loss(q_taken, y) if args.loss == "huber" else F.mse_loss(q_taken, y)',
+        'td_loss = F.smooth_l1_loss(q_taken, y) if loss == "huber" else F.mse_loss(q_taken, y)',
         "td_loss = F.mse_loss(q_taken, y)",
         [DQN + "test_dqn_loss_matches_brute_force"],
     ),
     (
         "dqn-loss-ignores-double-q",
         "dqn_atari.py",
-        'next_q_online = q_network(b["next_obs"]) if args.double_q else None',
-        'next_q_online = target_network(b["next_obs"]) if args.double_q else None',
+        'next_q_online = q_network(b["next_obs"]) if double_q else None',
+        'next_q_online = target_network(b["next_obs"]) if double_q else None',
         [DQN + "test_dqn_loss_matches_brute_force"],
     ),
     (
@@ -400,7 +400,7 @@ MUTANTS = [
     (
         "ph-loss-ignores-weights",
         "dqn_per_her.py",
-        'td_loss = (weights * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()',
+        'td_loss = (b["weights"] * F.smooth_l1_loss(q_taken, y, reduction="none")).mean()',
         "td_loss = F.smooth_l1_loss(q_taken, y)",
         [PER_HER + "test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets"],
     ),
@@ -484,8 +484,8 @@ MUTANTS = [
     (
         "ph-resume-optimizer-lost",
         "dqn_per_her.py",
-        'optimizer.load_state_dict(checkpoint["optimizer"])',
-        "pass",
+        "module.load_state_dict(checkpoint[name])",
+        'module.load_state_dict(checkpoint[name]) if name != "optimizer" else None',
         [PER_HER + "test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay"],
     ),
     (
@@ -528,15 +528,15 @@ MUTANTS = [
     (
         "loop-no-checkpoint-on-stop",
         "dqn_per_her.py",
-        'if stop["signal"] is not None or args.checkpoint_every:',
-        "if args.checkpoint_every:",
+        'return stop["signal"] is not None or (',
+        "return False or (",
         [SHARED + "test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130"],
     ),
     (
         "loop-resume-forgets-the-networks",
         "reinforce.py",
-        'policy.load_state_dict(checkpoint["policy"])',
-        "pass",
+        "module.load_state_dict(checkpoint[name])",
+        'module.load_state_dict(checkpoint[name]) if "optimizer" in name else None',
         [SHARED + "test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model"],
     ),
     (
@@ -556,8 +556,8 @@ MUTANTS = [
     (
         "loop-torch-threads-ignored",
         "actor_critic_gae.py",
-        "torch.set_num_threads(args.torch_threads)\n    random.seed(args.seed + rank)",
-        "pass\n    random.seed(args.seed + rank)",
+        "torch.set_num_threads(torch_threads)",
+        "pass",
         [SHARED + "test_short_run_writes_standard_keys"],
     ),
     (
@@ -584,8 +584,8 @@ MUTANTS = [
     (
         "loop-video-names-one-package",
         "reinforce.py",
-        'missing.append("pygame")',
-        "problem = e",
+        '(missing + ["pygame"], None) if',
+        "(missing, e) if",
         [SHARED + "test_capture_video_names_every_missing_package_in_one_line"],
     ),
     (
@@ -598,7 +598,7 @@ MUTANTS = [
     (
         "loop-track-without-wandb",
         "actor_critic_gae.py",
-        'if track and importlib.util.find_spec("wandb") is None:',
+        'if args.track and importlib.util.find_spec("wandb") is None:',
         "if False:",
         [SHARED + "test_track_without_wandb_says_how_to_install_it"],
     ),

@@ -101,9 +101,13 @@ def test_lambda_zero_is_the_td_residual():
 
 def test_truncation_bootstraps_from_final_value_and_termination_does_not():
     values = torch.tensor([[1.0, 1.0], [7.0, 7.0]])  # values[1] belongs to the next episode's first state
-    nv = A.next_state_values(values, torch.tensor([3.0, 3.0]), torch.tensor([[False, True], [False, False]]),
-                             torch.tensor([[True, False], [False, False]]),
-                             torch.tensor([[5.0, 0.0], [0.0, 0.0]]))  # fmt: skip
+    nv = A.next_state_values(
+        values,
+        torch.tensor([3.0, 3.0]),
+        torch.tensor([[False, True], [False, False]]),
+        torch.tensor([[True, False], [False, False]]),
+        torch.tensor([[5.0, 0.0], [0.0, 0.0]]),
+    )
     assert nv.tolist() == [[5.0, 0.0], [3.0, 3.0]]
 
 
@@ -250,8 +254,17 @@ def test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on(in_tmp, m
 
     real = A.next_state_values
     monkeypatch.setattr(A, "next_state_values", spy)
-    result = A.main(A.Args(env_id="ALE/Breakout-v5", total_timesteps=4 * 128 * 8, num_envs=4, num_steps=128,
-                           cuda=False, progress=False, eval_episodes=1))  # fmt: skip
+    result = A.main(
+        A.Args(
+            env_id="ALE/Breakout-v5",
+            total_timesteps=4 * 128 * 8,
+            num_envs=4,
+            num_steps=128,
+            cuda=False,
+            progress=False,
+            eval_episodes=1,
+        )
+    )
     games = len(result["episodic_returns"])
     assert games >= 1 and sum(terminations_seen) >= 4 * games
     logged = scalars(result["run_dir"])
@@ -261,14 +274,24 @@ def test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on(in_tmp, m
 
 
 def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
-    first = A.main(A.Args(total_timesteps=4096, num_envs=4, num_steps=8, checkpoint_every=1024, cuda=False,
-                          progress=False, eval_episodes=0))  # fmt: skip
+    first = A.main(
+        A.Args(
+            total_timesteps=4096,
+            num_envs=4,
+            num_steps=8,
+            checkpoint_every=1024,
+            cuda=False,
+            progress=False,
+            eval_episodes=0,
+        )
+    )
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["global_step"] == first["global_step"] == 4096
     # resuming with nothing left to do saves exactly what was loaded
-    same = A.main(A.Args(resume=path, total_timesteps=4096, save_model=True, cuda=False, progress=False,
-                         eval_episodes=0))  # fmt: skip
+    same = A.main(
+        A.Args(resume=path, total_timesteps=4096, save_model=True, cuda=False, progress=False, eval_episodes=0)
+    )
     saved = torch.load(os.path.join(same["run_dir"], "model.pt"), weights_only=False)
     assert same["run_dir"] == first["run_dir"]
     for key, value in checkpoint["agent"].items():
@@ -282,16 +305,35 @@ def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
 
 
 def test_checkpoint_holds_the_optimizer_state(in_tmp):
-    first = A.main(A.Args(total_timesteps=2048, num_envs=4, num_steps=8, checkpoint_every=2048, cuda=False,
-                          progress=False, eval_episodes=0))  # fmt: skip
+    first = A.main(
+        A.Args(
+            total_timesteps=2048,
+            num_envs=4,
+            num_steps=8,
+            checkpoint_every=2048,
+            cuda=False,
+            progress=False,
+            eval_episodes=0,
+        )
+    )
     state = torch.load(os.path.join(first["run_dir"], "checkpoint.pt"), weights_only=False)["optimizer"]["state"]
     assert state and all(s["step"] == 2048 // 32 for s in state.values())
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "actor_critic_gae.py"), "--total-timesteps", "50000000",
-                             "--no-cuda", "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "actor_critic_gae.py"),
+            "--total-timesteps",
+            "50000000",
+            "--no-cuda",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not list(tmp_path.glob("runs/*/events.*")) and time.time() < deadline:
         time.sleep(0.5)
@@ -369,8 +411,11 @@ def test_cartpole_learns_within_a_short_budget(in_tmp):
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1"])
 def test_box_actions_train(env_id, in_tmp):
-    result = A.main(A.Args(env_id=env_id, total_timesteps=4096, num_envs=4, cuda=False, progress=False,
-                           eval_episodes=1, shared=True))  # fmt: skip
+    result = A.main(
+        A.Args(
+            env_id=env_id, total_timesteps=4096, num_envs=4, cuda=False, progress=False, eval_episodes=1, shared=True
+        )
+    )
     logged = scalars(result["run_dir"])
     assert all(np.isfinite(v) for _, v in logged["losses/policy_loss"] + logged["losses/value_loss"])
     assert len(result["eval_returns"]) == 1 and np.isfinite(result["eval_returns"][0])

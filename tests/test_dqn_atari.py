@@ -184,8 +184,12 @@ def test_area_resize_averages_the_cells_each_pixel_covers():
 # Replay
 def fake_vector_env(num_envs, rng):
     """Episodes of random lengths, some ending in game over, some in truncation, with lives lost inside."""
-    fns = [lambda i=i: stacked(Frames(life_every=int(rng.integers(2, 6)), lives=int(rng.integers(1, 4)),
-                                      limit=int(rng.integers(3, 15)))) for i in range(num_envs)]  # fmt: skip
+    fns = [
+        lambda i=i: stacked(
+            Frames(life_every=int(rng.integers(2, 6)), lives=int(rng.integers(1, 4)), limit=int(rng.integers(3, 15)))
+        )
+        for i in range(num_envs)
+    ]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
@@ -224,15 +228,20 @@ def test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound(
     # every transition still stored and not next to the cursor is sampled
     seen = set(zip(*replay.sample_indices(20_000), strict=True))
     per_column = replay.cap - 4  # cap slots, less the newest (no s') and the 3 oldest (history overwritten)
-    expected = per_column * num_envs - sum(replay.last[(replay.pos[e] + 3 + np.arange(per_column)) % replay.cap,
-                                                       e].sum() for e in range(num_envs))  # fmt: skip
+    expected = per_column * num_envs - sum(
+        replay.last[(replay.pos[e] + 3 + np.arange(per_column)) % replay.cap, e].sum() for e in range(num_envs)
+    )
     assert len(seen) == expected
 
 
 def test_replay_truncation_bootstraps_from_the_final_frame_and_termination_does_not():
-    envs = gym.vector.SyncVectorEnv([lambda: stacked(Frames(life_every=4, lives=1, limit=100)),
-                                     lambda: stacked(Frames(life_every=100, lives=1, limit=5))],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)  # fmt: skip
+    envs = gym.vector.SyncVectorEnv(
+        [
+            lambda: stacked(Frames(life_every=4, lives=1, limit=100)),
+            lambda: stacked(Frames(life_every=100, lives=1, limit=5)),
+        ],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
     replay = D.ReplayMemory(100, 2, (84, 84), 4, seed=0)
     obs, _ = envs.reset(seed=0)
     for _ in range(5):
@@ -330,8 +339,18 @@ def fake_game(monkeypatch):
 
 
 def fake_args(**kw):
-    return D.Args(**{"total_timesteps": 300, "buffer_size": 1000, "learning_starts": 100, "batch_size": 8,
-                     "cuda": False, "progress": False, "eval_episodes": 0, **kw})  # fmt: skip
+    return D.Args(
+        **{
+            "total_timesteps": 300,
+            "buffer_size": 1000,
+            "learning_starts": 100,
+            "batch_size": 8,
+            "cuda": False,
+            "progress": False,
+            "eval_episodes": 0,
+            **kw,
+        }
+    )
 
 
 def test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards(in_tmp, fake_game):
@@ -399,10 +418,25 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
-    flags = ["--total-timesteps", "100000", "--buffer-size", "5000", "--learning-starts", "1000", "--no-progress",
-             "--no-cuda", "--eval-episodes", "0"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(ROOT / "dqn_atari.py"), *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    flags = [
+        "--total-timesteps",
+        "100000",
+        "--buffer-size",
+        "5000",
+        "--learning-starts",
+        "1000",
+        "--no-progress",
+        "--no-cuda",
+        "--eval-episodes",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "dqn_atari.py"), *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("runs/*/events.*")) and time.time() < deadline:
         time.sleep(0.2)
@@ -439,6 +473,16 @@ def test_learns_to_read_the_screen(in_tmp, monkeypatch):
             return self.obs(), reward, False, self.t >= 10, {"lives": 1}
 
     monkeypatch.setattr(D, "make_env", lambda *a, **k: stacked(Side()))
-    result = D.main(fake_args(total_timesteps=1500, learning_starts=300, batch_size=32, train_frequency=2,
-                              target_network_frequency=100, gamma=0.5, eval_episodes=5, eval_epsilon=0.0))  # fmt: skip
+    result = D.main(
+        fake_args(
+            total_timesteps=1500,
+            learning_starts=300,
+            batch_size=32,
+            train_frequency=2,
+            target_network_frequency=100,
+            gamma=0.5,
+            eval_episodes=5,
+            eval_epsilon=0.0,
+        )
+    )
     assert np.mean(result["eval_returns"]) >= 9.0  # random play scores 0

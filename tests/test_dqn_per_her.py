@@ -137,7 +137,6 @@ def test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets(d
     rewards, weights = rng.choice([-1.0, 0.0, 1.0], B).astype(np.float32), rng.uniform(0.1, 1, B).astype(np.float32)
     b = {"x": x, "next_x": next_x, "actions": rng.integers(0, 3, B), "rewards": rewards}
     b |= {"terminated": rng.random(B) < 0.3, "weights": weights}  # importance weights far from uniform
-    args = H.Args(gamma=gamma, double_q=double_q)
     td_loss, q_taken, td_errors = H.dqn_loss(q_network, target_network, b, gamma, double_q, bounds)
 
     def q(net, x):  # the network by hand, as numpy: W x + c
@@ -162,7 +161,6 @@ def test_dqn_loss_is_the_weighted_mean_huber_error_against_brute_force_targets(d
     assert min(map(abs, errors)) < 1 < max(map(abs, errors)) and (bounds is None or 0 < clipped < B)
     unweighted = H.dqn_loss(q_network, target_network, dict(b, weights=np.ones(B, np.float32)), gamma, double_q, bounds)
     assert unweighted[0].item() != pytest.approx(td_loss.item(), rel=1e-3)
-    other = H.Args(gamma=gamma, double_q=not double_q)
     assert not torch.allclose(H.dqn_loss(q_network, target_network, b, gamma, not double_q, bounds)[2], td_errors)
 
 
@@ -192,8 +190,14 @@ def fill_with_episodes(replay: H.ReplayMemory, lengths, n: int, rng) -> list:
     for e, T in enumerate(lengths):
         states = rng.integers(0, 2, (T + 1, n)).astype(np.float32)
         goal = np.full((T, n), 2.0 + e, np.float32)  # marks the episode: never an achieved goal
-        replay.add(np.concatenate([states[:-1], goal], 1), rng.integers(0, n, T), -np.ones(T), np.zeros(T, bool),
-                   np.concatenate([states[1:], goal], 1), states[1:])  # fmt: skip
+        replay.add(
+            np.concatenate([states[:-1], goal], 1),
+            rng.integers(0, n, T),
+            -np.ones(T),
+            np.zeros(T, bool),
+            np.concatenate([states[1:], goal], 1),
+            states[1:],
+        )
         owner += [(e, i) for i in range(T)]
     return owner
 
@@ -288,15 +292,22 @@ class LineGoalEnv(gym.Env):
     goal, reward 0 within 0.5 of it, no end at the goal (no compute_terminated: the stored flags stay), 8 steps."""
 
     def __init__(self, render_mode=None):
-        self.observation_space = gym.spaces.Dict({"observation": gym.spaces.Box(-9.0, 9.0, (2,)),
-                                                  "achieved_goal": gym.spaces.Box(-9.0, 9.0, (1,)),
-                                                  "desired_goal": gym.spaces.Box(-9.0, 9.0, (1,))})  # fmt: skip
+        self.observation_space = gym.spaces.Dict(
+            {
+                "observation": gym.spaces.Box(-9.0, 9.0, (2,)),
+                "achieved_goal": gym.spaces.Box(-9.0, 9.0, (1,)),
+                "desired_goal": gym.spaces.Box(-9.0, 9.0, (1,)),
+            }
+        )
         self.action_space = gym.spaces.Discrete(3)  # left, stay, right
 
     def _obs(self):
         position = np.array([self.x], np.float32)
-        return {"observation": np.array([self.x, 8 - self.t], np.float32), "achieved_goal": position,
-                "desired_goal": np.array([self.goal], np.float32)}  # fmt: skip
+        return {
+            "observation": np.array([self.x, 8 - self.t], np.float32),
+            "achieved_goal": position,
+            "desired_goal": np.array([self.goal], np.float32),
+        }
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
@@ -315,8 +326,16 @@ class LineGoalEnv(gym.Env):
 def test_her_runs_on_another_goal_environment_with_its_own_reward_and_no_end_at_the_goal(in_tmp):
     if "LineGoal-v0" not in gym.registry:
         gym.register("LineGoal-v0", entry_point=LineGoalEnv)
-    result = H.main(H.Args(env_id="LineGoal-v0", total_timesteps=800, learning_starts=128, batch_size=64,
-                           progress=False, eval_episodes=2))  # fmt: skip
+    result = H.main(
+        H.Args(
+            env_id="LineGoal-v0",
+            total_timesteps=800,
+            learning_starts=128,
+            batch_size=64,
+            progress=False,
+            eval_episodes=2,
+        )
+    )
     replay, env = result["replay"], LineGoalEnv()
     assert replay.x.shape[1] == 3 and len(result["successes"]) == 100  # [position, time left, goal]; 8-step episodes
     b = replay.sample(512, beta=0.4)
@@ -431,9 +450,20 @@ def test_her_solves_10_bits_where_plain_dqn_fails_and_plain_dqn_solves_3_bits(in
 
 
 def test_per_on_cartpole_trains(in_tmp):
-    result = H.main(H.Args(env_id="CartPole-v1", her=False, per=True, total_timesteps=15_000, learning_starts=1000,
-                           target_network_frequency=500, learning_rate=1e-3, exploration_fraction=0.2,
-                           eval_episodes=5, progress=False))  # fmt: skip
+    result = H.main(
+        H.Args(
+            env_id="CartPole-v1",
+            her=False,
+            per=True,
+            total_timesteps=15_000,
+            learning_starts=1000,
+            target_network_frequency=500,
+            learning_rate=1e-3,
+            exploration_fraction=0.2,
+            eval_episodes=5,
+            progress=False,
+        )
+    )
     # random play scores about 22; this run's last 20 training episodes average about 220, its greedy policy 120
     assert np.mean(result["episodic_returns"][-20:]) > 100 and np.mean(result["eval_returns"]) > 60
 

@@ -476,7 +476,7 @@ PLUMBING = [  # section 8 of every script, in this order
     "check_env_id",
     "check_ranges",
     "check_video",
-    "check_tracking",
+    "check_run_flags",
     "new_run_dir",
     "open_run",
     "close_run",
@@ -529,8 +529,31 @@ def test_the_shared_plumbing_closes_every_script_in_one_order():
         tree = ast.parse(source)
         names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert names[-len(PLUMBING) :] == PLUMBING, f"{script}: {names[-len(PLUMBING) :]}"
-        banners = re.findall(r"^# (\d)\. ", source, re.M)
+        banners = re.findall(r"^# (\d)\. ", source, re.MULTILINE)
         assert banners == list("12345678"), f"{script} has the banners {banners}"
+
+
+FIRST_ESTIMATOR = {  # the first line of the maths each script is about
+    "reinforce.py": "def discounted_returns(",
+    "actor_critic_gae.py": "def next_state_values(",
+    "dqn_atari.py": "def td_target(",
+    "dqn_per_her.py": "def td_target(",
+}
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_a_reader_meets_the_algorithm_before_the_machinery(script):
+    """The estimator or loss within the first 40% of the file, the training loop within the first 60%: the
+    networks, targets and main come before the environment, the storage and the plumbing."""
+    lines = (ROOT / script).read_text().splitlines()
+    first = lambda prefix: next(i for i, line in enumerate(lines) if line.startswith(prefix)) + 1
+    assert first(FIRST_ESTIMATOR[script]) <= 0.4 * len(lines), (
+        f"{script}: the estimator is at line {first(FIRST_ESTIMATOR[script])} of {len(lines)}"
+    )
+    assert first("    # LOOP") <= 0.6 * len(lines), (
+        f"{script}: the loop starts at line {first('    # LOOP')} of {len(lines)}"
+    )
+    assert first("def main(") < first("# 6. Environment") < first("# 7. Storage") < first("# 8. Plumbing")
 
 
 # The user's loop: start a run, find it, stop it, resume it, evaluate what it saved (issue 12)
