@@ -433,10 +433,8 @@ def main(args: Args) -> dict:
         )
         optimizer.zero_grad()
         loss.backward()
-        if distributed:  # average the gradients of all processes (and agree on stopping) in one all_reduce
-            stopping = torch.tensor([float(stop["signal"] is not None)], device=device)
-            if all_reduce_mean([p.grad for p in agent.parameters()], stopping, world):
-                stop["signal"] = stop["signal"] or signal.SIGTERM
+        if distributed and all_reduce_mean(agent, stop["signal"] is not None, world):  # the gradients: their mean
+            stop["signal"] = stop["signal"] or signal.SIGTERM  # another process was asked to stop: all stop
         grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
 
@@ -635,12 +633,13 @@ def saved_evaluation(args: Args, saved: dict, device):
     return partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed + 10_000)
 
 
-def all_reduce_mean(grads: list, stopping: torch.Tensor, world: int) -> bool:
-    """torchrun: each gradient becomes its mean over the processes, in one all_reduce that also sums the stop
-    flags; returns whether any process was asked to stop."""
+def all_reduce_mean(agent: nn.Module, stopping: bool, world: int) -> bool:
+    """torchrun: each gradient of agent becomes its mean over the processes, in one all_reduce that also sums
+    their stop flags; returns whether any process was asked to stop."""
     import torch.distributed as dist
 
-    flat = torch.cat([g.flatten() for g in grads] + [stopping])
+    grads = [p.grad for p in agent.parameters()]
+    flat = torch.cat([g.flatten() for g in grads] + [torch.tensor([float(stopping)], device=grads[0].device)])
     dist.all_reduce(flat)
     offset = 0
     for g in grads:

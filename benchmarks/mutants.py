@@ -609,6 +609,35 @@ MUTANTS = [
         "pass",
         [SHARED + "test_save_model_say_where_it_went_and_evaluate_it_without_training"],
     ),
+    # the restructured loop (issue 13): the shared helpers of section 8
+    (
+        "loop-checkpoint-only-at-the-end",
+        "dqn_atari.py",
+        "(multiples_between(before, after, every) > 0 or after >= end)",
+        "(after >= end)",
+        [SHARED + "test_checkpoint_every_writes_at_each_multiple_and_at_the_end"],
+    ),
+    (
+        "loop-no-checkpoint-at-the-end",
+        "reinforce.py",
+        "(multiples_between(before, after, every) > 0 or after >= end)",
+        "(multiples_between(before, after, every) > 0)",
+        [SHARED + "test_checkpoint_every_writes_at_each_multiple_and_at_the_end"],
+    ),
+    (
+        "loop-range-check-skipped",
+        "dqn_per_her.py",
+        "if not ok[valid](getattr(args, name)):",
+        "if False:",
+        [SHARED + "test_bad_input_exits_2_naming_the_flag"],
+    ),
+    (
+        "loop-checkpoint-without-the-step",
+        "actor_critic_gae.py",
+        '"global_step": global_step, "update": update + 1,',
+        '"global_step": 0, "update": update + 1,',
+        [SHARED + "test_resume_continues_the_same_run"],
+    ),
 ]
 
 

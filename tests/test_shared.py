@@ -615,6 +615,34 @@ def test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130(script, tmp_pat
     assert torch.load(checkpoint, weights_only=False)["global_step"] > 0
 
 
+@pytest.mark.parametrize("script", ALL)
+def test_checkpoint_every_writes_at_each_multiple_and_at_the_end(script, in_tmp, monkeypatch):
+    """--checkpoint-every N: a checkpoint each time global_step passes a multiple of N, and one at the end,
+    holding the step it was written at."""
+    module = load(script)
+    steps, written = [], []
+    real_update, real_write = module.ProgressReport.update, module.write_checkpoint
+
+    def update(self, step, sps, recent):
+        steps.append(step)
+        real_update(self, step, sps, recent)
+
+    def write(path, args, name, modules, state):
+        written.append(state["global_step"])
+        real_write(path, args, name, modules, state)
+
+    monkeypatch.setattr(module.ProgressReport, "update", update)
+    monkeypatch.setattr(module, "write_checkpoint", write)
+    args = tiny_args(script, eval_episodes=0)
+    every = args.total_timesteps // 3 + 1  # not a multiple of the steps of one iteration
+    result = module.main(dataclasses.replace(args, checkpoint_every=every))
+    end = result["global_step"]
+    befores = [2 * steps[0] - steps[1], *steps]  # the first iteration starts at 0
+    want = [after for before, after in zip(befores, steps) if after // every > before // every or after == end]
+    assert written == want and len(want) >= 3, (written, want)
+    assert torch.load(os.path.join(result["run_dir"], "checkpoint.pt"), weights_only=False)["global_step"] == end
+
+
 @pytest.mark.parametrize("script", list(RESUMABLE))
 def test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model(script, in_tmp, capsys):
     module = load(script)

@@ -1,0 +1,87 @@
+"""Same results before and after a change that should change none (a restructuring): short seeded runs of
+every script at two commits, compared number for number.
+
+Each run is a script's own main() on fixed flags, in a fresh process per commit and script: a CartPole run of
+reinforce.py and actor_critic_gae.py, a BitFlip run of dqn_per_her.py (learning, evaluated), a short Pong run
+of dqn_atari.py (past learning_starts: gradient steps and target updates) and a Breakout run of
+actor_critic_gae.py. A run matches when its step count, every training episode's return and every evaluation
+return are identical. The commit before is checked out with `git worktree` into a temporary folder.
+
+    python benchmarks/same_results.py --before 2e94715            # that commit against the working tree
+    python benchmarks/same_results.py --before 2e94715 --record   # writes benchmarks/results/same_results/
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # benchmarks/run.py
+
+RUNS = {
+    "reinforce CartPole": ("reinforce", {"env_id": "CartPole-v1", "total_timesteps": 20480, "eval_episodes": 3}),
+    "a2c CartPole": ("actor_critic_gae", {"env_id": "CartPole-v1", "total_timesteps": 20480, "eval_episodes": 3}),
+    "her BitFlip": ("dqn_per_her", {"env_id": "BitFlip-v0", "n_bits": 8, "total_timesteps": 6000, "eval_episodes": 5}),
+    "dqn Pong": (
+        "dqn_atari",
+        {"env_id": "ALE/Pong-v5", "total_timesteps": 3000, "buffer_size": 3000, "learning_starts": 1000},
+    ),
+    "a2c Breakout": ("actor_critic_gae", {"env_id": "ALE/Breakout-v5", "total_timesteps": 2560}),
+}
+
+# one run in a fresh interpreter: import the script from `root`, run main() in a scratch folder, print JSON
+CHILD = """
+import json, os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(1)
+os.chdir(tempfile.mkdtemp())
+module = __import__(sys.argv[2])
+flags = {"progress": False, "cuda": False, "eval_episodes": 0, **json.loads(sys.argv[3])}
+r = module.main(module.Args(**flags))
+print("RESULT " + json.dumps({k: r.get(k) for k in ("global_step", "episodic_returns", "eval_returns")}))
+"""
+
+
+def run(root: Path, script: str, flags: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), script, json.dumps(flags)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="the commit to compare the working tree with")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
+    args = parser.parse_args()
+    rows, same = [], True
+    with tempfile.TemporaryDirectory() as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], check=True, cwd=ROOT)
+        try:
+            for name, (script, flags) in RUNS.items():
+                a, b = run(before, script, flags), run(ROOT, script, flags)
+                match = a == b
+                same &= match
+                episodes = len(b["episodic_returns"])
+                rows.append(f"| {name} | {b['global_step']} | {episodes} | {len(b['eval_returns'] or [])} | {match} |")
+                print(rows[-1], flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], check=True, cwd=ROOT)
+    folder = output_folder("same_results", args.record)
+    head = f"before {args.before}, after {commit()}; {machine()}\n\n"
+    table = "| run | steps | training episodes | eval episodes | identical |\n|---|---|---|---|---|\n"
+    (folder / "same_results.md").write_text(head + table + "\n".join(rows) + "\n")
+    say_wrote(folder, ["same_results.md"], args.record)
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
