@@ -261,7 +261,8 @@ def main(args: Args) -> dict:
     # SETUP
     if args.evaluate is not None:
         return evaluate_saved(args, "dqn_per_her.py", saved_evaluation)
-    args, checkpoint = resume_or_start(args, "dqn_per_her.py")
+    checkpoint = load_checkpoint(args.resume, "dqn_per_her.py") if args.resume else None
+    args = resume_args(args, checkpoint["args"]) if checkpoint else args  # the run's own flags (resume_args)
     obs_space, action_space, goal_env = validate(args)
     num_envs = args.num_envs
     say_rounded(args.total_timesteps, -(-args.total_timesteps // num_envs) * num_envs, "steps of all envs")
@@ -806,17 +807,9 @@ def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") 
     if args.track:
         import wandb
 
-        name, project, entity = os.path.basename(run_dir), args.wandb_project_name, args.wandb_entity
-        run_id = re.sub(r"[^\w-]", "-", name)  # the same for a resumed run: it continues
-        wandb.init(
-            project=project,
-            entity=entity,
-            name=name,
-            id=run_id,
-            resume="allow",
-            config=vars(args),
-            sync_tensorboard=True,
-        )
+        name = os.path.basename(run_dir)  # and the id: a resumed run continues its W&B run
+        run = {"name": name, "id": re.sub(r"[^\w-]", "-", name), "resume": "allow", "sync_tensorboard": True}
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
@@ -922,16 +915,9 @@ def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) 
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = deterministic
-    gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return torch.device(gpu if cuda and torch.cuda.is_available() else "cpu")
-
-
-def resume_or_start(args, script: str) -> tuple:
-    """(args, checkpoint): with --resume, the checkpoint and the run's own flags (resume_args); else (args, None)."""
-    if args.resume is None:
-        return args, None
-    checkpoint = load_checkpoint(args.resume, script)
-    return resume_args(args, checkpoint["args"]), checkpoint
+    return torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda and torch.cuda.is_available() else "cpu"
+    )
 
 
 def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
@@ -1030,9 +1016,8 @@ def finish_training(args, script: str, stop: dict, networks: dict, evaluation, w
         model_path = os.path.join(writer.log_dir, "model.pt")
         model = {name: network.state_dict() for name, network in networks.items()}
         save_atomically({"args": vars(args), "script": script} | model, model_path)
-        model = torch.load(model_path, map_location="cpu")
-        for name, network in networks.items():
-            network.load_state_dict(model[name])
+        for name, network in networks.items():  # evaluate what a user would load
+            network.load_state_dict(torch.load(model_path, map_location="cpu")[name])
         saved.append(model_path)
     if args.eval_episodes == 0:
         return [], None, saved

@@ -489,7 +489,6 @@ PLUMBING = [  # section 8 of every script, in this order
     "release_stop_signals",
     "exit_status",
     "setup_torch",
-    "resume_or_start",
     "restore",
     "checkpoint_due",
     "write_checkpoint",
