@@ -312,10 +312,11 @@ RESUMABLE = {
 }
 
 
-def schedule_errors(script: str, module, run_dir: str, args, resumed_at: int) -> list:
-    """Logged schedule values after the resume step that differ from the run's own schedule, fixed by its first
-    length (args.total_timesteps): epsilon for the DQN scripts, the annealed learning rate for A2C (which, given a
-    new length, falls linearly from its value at the resume to 0 at the new end)."""
+def schedule_errors(script: str, module, run_dir: str, args, resumed_at: int, calls: list) -> list:
+    """Schedule values after the resume step that differ from the run's own schedule, fixed by its first length
+    (args.total_timesteps): epsilon for the DQN scripts (each linear_schedule call of the loop, in calls, and what
+    was logged), the annealed learning rate for A2C (which, given a new length, falls linearly from its value at
+    the resume to 0 at the new end)."""
     logged = scalars(run_dir)
     errors = []
     if script == "reinforce.py":
@@ -333,6 +334,11 @@ def schedule_errors(script: str, module, run_dir: str, args, resumed_at: int) ->
                     errors.append((step, lr, want))
     else:
         explore = int(args.exploration_fraction * args.total_timesteps)
+        resumed = [
+            (d, t) for start, end, d, t in calls if (start, end) == (args.start_e, args.end_e) and t >= resumed_at
+        ]
+        assert resumed, "no epsilon computed after the resume"
+        errors += [(t, d, explore) for d, t in resumed if d != explore]  # the decay's length: the first run's
         for step, epsilon in logged["charts/epsilon"]:
             want = module.linear_schedule(args.start_e, args.end_e, explore, step - args.num_envs)  # acted before
             if step > resumed_at and abs(epsilon - want) > 1e-6:
@@ -358,6 +364,14 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         real_update(self, step, sps, recent)
 
     monkeypatch.setattr(module.ProgressReport, "update", update)
+    calls, real_schedule = [], getattr(module, "linear_schedule", None)
+
+    def schedule(start, end, duration, t):
+        calls.append((start, end, duration, t))
+        return real_schedule(start, end, duration, t)
+
+    if real_schedule is not None:
+        monkeypatch.setattr(module, "linear_schedule", schedule)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         limit["stop_at"] = args.total_timesteps // 2
@@ -372,7 +386,7 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         assert resumed["run_dir"] == first["run_dir"] and resumed["global_step"] == args.total_timesteps
         assert module.exit_status(resumed) == 0
         assert f"resume: step {stopped_at} of {args.total_timesteps}" in capsys.readouterr().out
-        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at)
+        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at, calls)
 
         at_end = module.main(
             module.Args(resume=path, total_timesteps=stopped_at, progress=False, cuda=False, eval_episodes=0)
@@ -387,7 +401,7 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         )
         assert extended["global_step"] == 2 * args.total_timesteps
         assert "changes the run's length" in capsys.readouterr().out
-        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at)
+        assert not schedule_errors(script, module, first["run_dir"], args, stopped_at, calls)
     finally:
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
