@@ -516,11 +516,14 @@ def check_env_id(env_id: str, supported: list[str]):
 def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
     """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
     fraction (in [0, 1]) and non_negative (0 or more)."""
-    ranges = [(positive, "positive"), (fraction, "in [0, 1]"), (non_negative, "0 or more")]
-    ok = {"positive": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1, "0 or more": lambda v: v >= 0}
-    for names, valid in ranges:
+    ranges = [
+        (positive, "positive", lambda v: v > 0),
+        (fraction, "in [0, 1]", lambda v: 0 <= v <= 1),
+        (non_negative, "0 or more", lambda v: v >= 0),
+    ]
+    for names, valid, within in ranges:
         for name in names.split():
-            if not ok[valid](getattr(args, name)):
+            if not within(getattr(args, name)):
                 fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
 
 

@@ -627,7 +627,7 @@ MUTANTS = [
     (
         "loop-range-check-skipped",
         "dqn_per_her.py",
-        "if not ok[valid](getattr(args, name)):",
+        "if not within(getattr(args, name)):",
         "if False:",
         [SHARED + "test_bad_input_exits_2_naming_the_flag"],
     ),
