@@ -37,9 +37,23 @@ the true final observation, never at a termination. On Atari a lost life is a te
 Atari ids (ALE/Pong-v5, PongNoFrameskip-v4, ...) run on ale-py's C++ vector environment, with the DeepMind
 preprocessing configured in make_envs: 4 frames per action with a max over the last two, up to 30 no-ops
 at reset, FIRE at reset, 84x84 grayscale, 4 stacked frames, rewards clipped to their sign for learning.
-v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none. After a lost life,
+v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none. --frame-stack 1 (with
+--recurrent) gives the network one frame and leaves motion to the LSTM's memory. After a lost life,
 Breakout-like games wait for FIRE: in training the sampled actions press it, and evaluation, whose greedy
 policy might never pick it and would then stand until the time limit, presses it (as at reset).
+
+Partial observability (--recurrent). Where one observation does not hold all that matters (a frame shows where
+the ball is, not where it goes; CartPoleNoVelocity-v1, registered in this file, hides both velocities of
+CartPole), a policy needs the past. --recurrent puts an LSTM cell between the trunk and the heads; its memory
+(h, c) is carried from step to step in each environment and zeroed where an episode begins, and the heads read
+its output, a summary of the episode so far, in place of the observation. The memory before each rollout is
+kept, and the update replays the rollout through the LSTM from it: truncated backpropagation through time over
+--num-steps, the gradient flowing back through the rollout's steps but never past its first nor across an
+episode's start, through the very values and log-probabilities the policy acted with. GAE is unchanged. The
+classic alternative is --frame-stack K: a feedforward policy given the last K observations. Evaluation carries
+its own memory. A checkpoint holds the environments, their observations and the memory, so that one process
+resumes its episodes exactly; ale-py's vector env cannot be saved, so Atari (and torchrun) resume with new
+episodes and a zeroed memory.
 
 Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
 --num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
@@ -54,6 +68,10 @@ Usage:
     python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
     python actor_critic_gae.py --env-id PongNoFrameskip-v4 --num-envs 32 --num-steps 5 --learning-rate 7e-4 \
         --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
+    python actor_critic_gae.py --env-id CartPoleNoVelocity-v1 --recurrent        # velocities hidden: an LSTM
+    python actor_critic_gae.py --env-id CartPoleNoVelocity-v1 --frame-stack 4    # or the last 4 observations
+    python actor_critic_gae.py --env-id PongNoFrameskip-v4 --recurrent --frame-stack 1 --num-envs 32 --num-steps 20 \
+        --learning-rate 7e-4 --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000  # one frame
     torchrun --standalone --nproc_per_node 2 actor_critic_gae.py --no-cuda  # two processes, a free port
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
     python actor_critic_gae.py --resume runs/.../checkpoint.pt --total-timesteps 1000000  # extend the run
@@ -78,6 +96,7 @@ import difflib
 import importlib
 import importlib.util
 import os
+import pickle
 import random
 import re
 import signal
@@ -94,6 +113,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import tyro
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -142,6 +162,8 @@ class Args:
     """parallel environments in each process"""
     num_steps: int = 8
     """environment steps taken in each environment per update (batch = num_envs * num_steps)"""
+    frame_stack: Annotated[int | None, tyro.conf.arg(metavar="K")] = None
+    """observations stacked into one: the last K Atari frames (default 4) or vector observations (default 1)"""
     # Algorithm
     gamma: float = 0.99
     """discount factor, in [0, 1]"""
@@ -167,6 +189,10 @@ class Args:
     """vector observations: one MLP trunk for actor and critic instead of two MLPs (Atari: always shared)"""
     hidden_size: int = 64
     """units in each of the two hidden layers of the MLPs"""
+    recurrent: bool = False
+    """an LSTM between the trunk and the heads, its memory carried from step to step (header: Partial observability)"""
+    lstm_size: int = 64
+    """units of each LSTM of --recurrent"""
     # Derived (not flags)
     batch_size: int = dataclasses.field(init=False, default=0)
     """num_envs * num_steps * processes, environment steps per update"""
@@ -181,43 +207,106 @@ def layer(module: nn.Module, gain: float) -> nn.Module:
     return module
 
 
-def mlp(in_dim: int, out_dim: int | None, hidden: int) -> nn.Sequential:
-    """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head)."""
+def mlp(in_dim: int, out_dim: int | None, hidden: int, lstm_size: int = 0) -> nn.Sequential:
+    """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head), which reads
+    an LSTM of lstm_size units in place of the last hidden layer where there is one (--recurrent)."""
     layers = [layer(nn.Linear(in_dim, hidden), np.sqrt(2)), nn.Tanh(), layer(nn.Linear(hidden, hidden), np.sqrt(2))]
     layers.append(nn.Tanh())
-    return nn.Sequential(*layers) if out_dim is None else nn.Sequential(*layers, nn.Linear(hidden, out_dim))
+    return (
+        nn.Sequential(*layers) if out_dim is None else nn.Sequential(*layers, nn.Linear(lstm_size or hidden, out_dim))
+    )
+
+
+class LSTMs(nn.Module):
+    """M LSTMs of one size, stepped side by side (the actor's and the critic's, or one after a shared trunk), each
+
+        i, f, g, o = split(x W_ih + h W_hh + b),   c' = sigmoid(f) c + sigmoid(i) tanh(g),   h' = sigmoid(o) tanh(c')
+
+    (the gates of torch.nn.LSTMCell, in its order), with orthogonal weights and zero biases as the other layers."""
+
+    def __init__(self, copies: int, in_dim: int, size: int):
+        super().__init__()
+        self.weight_ih = nn.Parameter(torch.empty(copies, in_dim, 4 * size))
+        self.weight_hh = nn.Parameter(torch.empty(copies, size, 4 * size))
+        self.bias = nn.Parameter(torch.zeros(copies, 1, 4 * size))
+        for m in range(copies):
+            nn.init.orthogonal_(self.weight_ih.data[m])
+            nn.init.orthogonal_(self.weight_hh.data[m])
+
+    def forward(self, inputs: torch.Tensor, state: tuple, starts: torch.Tensor | None) -> tuple:
+        """inputs (M, T * N, F), row t * N + i being step t of environment i; state (h, c), each (M, N, size), the
+        memory before step 0; starts (T * N,) bool, True where an episode begins (None: nowhere). Returns (h at every
+        step (M, T * N, size), the memory after the last step). Where an episode begins, h and c are multiplied by
+        0 first: neither memory nor gradient crosses the boundary (truncated backpropagation through time: nothing
+        flows back past the rollout's first step either)."""
+        h, c = state
+        num_envs = h.shape[1]
+        projected = torch.baddbmm(self.bias, inputs, self.weight_ih)  # x W_ih + b for every step at once
+        keep = torch.ones(inputs.shape[1], device=h.device) if starts is None else (~starts).to(h.dtype)
+        outputs = []
+        for t, keep_t in enumerate(keep.view(-1, 1, num_envs, 1)):
+            h, c = h * keep_t, c * keep_t
+            gates = projected[:, t * num_envs : (t + 1) * num_envs] + torch.bmm(h, self.weight_hh)
+            i, f, g, o = gates.chunk(4, -1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+            outputs.append(h)
+        return torch.cat(outputs, 1), (h, c)
 
 
 class ActorCritic(nn.Module):
     """Images: the Nature CNN trunk with an actor and a critic head. Vector observations: two MLPs, or one
-    shared MLP trunk with two heads (--shared). Discrete: categorical logits; Box: Gaussian mean and a
-    state-independent log std."""
+    shared MLP trunk with two heads (--shared). With lstm_size (--recurrent), an LSTM cell before the heads: one
+    after the shared trunk, or one in each MLP before its last layer (the two share nothing, as without it).
+    Discrete: categorical logits; Box: Gaussian mean and a state-independent log std."""
 
-    def __init__(self, obs_shape: tuple, action_space: gym.Space, hidden: int, shared: bool):
+    def __init__(self, obs_shape: tuple, action_space: gym.Space, hidden: int, shared: bool, lstm_size: int = 0):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         n_out = action_space.n if self.discrete else action_space.shape[0]
         self.scale = 1 / 255 if len(obs_shape) == 3 else 1.0
-        if len(obs_shape) == 3:  # (4, 84, 84) -> 512 features
+        if len(obs_shape) == 3:  # (frames, 84, 84) -> 512 features
             layers = []
             for c_in, c_out, k, stride in [(obs_shape[0], 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)]:  # 84, 20, 9, 7
                 layers += [layer(nn.Conv2d(c_in, c_out, k, stride=stride), np.sqrt(2)), nn.ReLU()]
             self.trunk = nn.Sequential(*layers, nn.Flatten(), layer(nn.Linear(64 * 7 * 7, 512), np.sqrt(2)), nn.ReLU())
-            self.actor, self.critic = nn.Linear(512, n_out), nn.Linear(512, 1)
+            features = 512
         elif shared:
-            self.trunk = mlp(obs_shape[0], None, hidden)
-            self.actor, self.critic = nn.Linear(hidden, n_out), nn.Linear(hidden, 1)
-        else:
-            self.trunk = nn.Identity()
-            self.actor, self.critic = mlp(obs_shape[0], n_out, hidden), mlp(obs_shape[0], 1, hidden)
+            self.trunk, features = mlp(obs_shape[0], None, hidden), hidden
+        else:  # no shared features: each MLP's last layer is its head
+            self.trunk, features = nn.Identity(), None
+            self.actor = mlp(obs_shape[0], n_out, hidden, lstm_size)
+            self.critic = mlp(obs_shape[0], 1, hidden, lstm_size)
+        if features is not None:
+            self.actor, self.critic = nn.Linear(lstm_size or features, n_out), nn.Linear(lstm_size or features, 1)
         layer(self.actor[-1] if isinstance(self.actor, nn.Sequential) else self.actor, 0.01)  # near-uniform start
         layer(self.critic[-1] if isinstance(self.critic, nn.Sequential) else self.critic, 1.0)
         self.log_std = None if self.discrete else nn.Parameter(torch.zeros(n_out))
+        self.lstm = None  # --recurrent: one LSTM after the trunk, or the actor's and the critic's side by side
+        if lstm_size:
+            self.lstm = LSTMs(1 if features else 2, features or hidden, lstm_size)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs (B, *obs_shape) -> (logits or mean (B, A), value (B,))."""
+    def forward(self, obs: torch.Tensor, state: tuple | None = None, starts: torch.Tensor | None = None) -> tuple:
+        """obs (B, *obs_shape) -> (logits or mean (B, A), value (B,), state). Without an LSTM, state is None and
+        stays None. With M LSTMs (1 or 2), the batch is T steps of N environments, obs[t * N + i] being step t of
+        environment i (a rollout flattened; T = 1 when acting); state = (h, c), each (M, N, lstm_size), is the
+        memory before step 0, and the memory after step T - 1 is returned; starts (B,) bool marks the steps that
+        begin an episode, before which the memory is zeroed (None: no episode begins)."""
         x = self.trunk(obs.float() * self.scale)
-        return self.actor(x), self.critic(x).squeeze(-1)
+        if self.lstm is None:
+            return self.actor(x), self.critic(x).squeeze(-1), None
+        if self.lstm.bias.shape[0] == 1:  # one memory after the trunk, read by both heads
+            h, state = self.lstm(x[None], state, starts)
+            return self.actor(h[0]), self.critic(h[0]).squeeze(-1), state
+        h, state = self.lstm(torch.stack([self.actor[:-1](x), self.critic[:-1](x)]), state, starts)
+        return self.actor[-1](h[0]), self.critic[-1](h[1]).squeeze(-1), state
+
+    def initial_state(self, num_envs: int, device) -> tuple | None:
+        """The memory before the first step: (h, c) of zeros, each (M, num_envs, lstm_size); None without LSTMs."""
+        if self.lstm is None:
+            return None
+        copies, size = self.lstm.weight_hh.shape[:2]
+        return torch.zeros(copies, num_envs, size, device=device), torch.zeros(copies, num_envs, size, device=device)
 
     def sample(self, out: torch.Tensor) -> torch.Tensor:
         if self.discrete:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
@@ -257,15 +346,26 @@ def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.
 
 
 def a2c_loss(
-    agent, b_obs, b_actions, b_advantages, b_returns, vf_coef: float, ent_coef: float, norm_adv: bool, distributed: bool
+    agent,
+    b_obs,
+    b_actions,
+    b_advantages,
+    b_returns,
+    vf_coef: float,
+    ent_coef: float,
+    norm_adv: bool,
+    distributed: bool,
+    replay: tuple = (None, None),
 ) -> tuple[torch.Tensor, ...]:
     """L = -mean(log pi(a|s) A) + vf_coef mean((V(s) - target)^2) - ent_coef mean(H) over a batch: b_obs
     (B, *obs_shape), b_actions (B,) or (B, D), b_advantages and b_returns (B,). With norm_adv the advantages are
-    first normalised over the whole batch, that of all processes together under torchrun. Returns the loss and
-    its three terms (policy loss, value loss, mean entropy)."""
+    first normalised over the whole batch, that of all processes together under torchrun. --recurrent: the batch
+    is the rollout flattened step by step, replayed through the LSTM with replay = (the memory before the rollout,
+    b_starts (B,), True where the memory is zeroed), as in ActorCritic.forward. Returns the loss and its three terms
+    (policy loss, value loss, mean entropy)."""
     if norm_adv:
         b_advantages = normalize(b_advantages, distributed)
-    out, new_values = agent(b_obs)
+    out, new_values, _ = agent(b_obs, *replay)
     logp, entropy = agent.log_prob_entropy(out, b_actions)
     policy_loss = -(logp * b_advantages).mean()
     value_loss = (new_values - b_returns).pow(2).mean()
@@ -334,7 +434,8 @@ def main(args: Args) -> dict:
     device = setup_torch(args.seed + rank, args.cuda, args.torch_threads, args.torch_deterministic)
 
     torch.manual_seed(args.seed)  # the same initial networks in every process ...
-    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
+    lstm_size = args.lstm_size if args.recurrent else 0
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
     if distributed:
@@ -346,8 +447,8 @@ def main(args: Args) -> dict:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     modules = {"agent": agent, "optimizer": optimizer}
     # --anneal-lr: the learning rate falls linearly from lr_anchor = (update, rate) to 0 at the end
-    state = {"global_step": 0, "update": 0, "lr_anchor": (0, args.learning_rate), "run_dir": None}
-    global_step, start_update, lr_anchor, run_dir = restore(checkpoint, modules, state, rng=world == 1)
+    state = {"global_step": 0, "update": 0, "lr_anchor": (0, args.learning_rate), "run_dir": None, "episodes": None}
+    global_step, start_update, lr_anchor, run_dir, episodes = restore(checkpoint, modules, state, rng=world == 1)
     if checkpoint is not None:
         saved_updates = checkpoint["args"]["num_updates"]
         if args.num_updates != saved_updates:  # a new run length: the schedule continues from where it is, no jump
@@ -360,8 +461,10 @@ def main(args: Args) -> dict:
         del checkpoint
     run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
     writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None) if rank == 0 else None
-    # the environments restart from new episodes on resume: their state is not saved
-    envs = make_envs(args.env_id, num_envs)
+    # one process on gymnasium's own vector env resumes its episodes where they were (save_episodes); otherwise
+    # the environments start new episodes
+    episodes = episodes if world == 1 else None
+    envs = make_envs(args.env_id, num_envs, args.frame_stack, episodes and episodes["envs"])
     rollout = make_rollout(num_steps, num_envs, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
@@ -370,21 +473,23 @@ def main(args: Args) -> dict:
     # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
-    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress and rank == 0)
-    next_obs, infos = envs.reset(seed=args.seed + rank * num_envs + global_step)
-    lives = infos.get("lives")
-    next_obs = torch.as_tensor(next_obs, device=device)
+    # next_obs begins an episode where next_starts is True; lstm_state is --recurrent's memory (h, c), else None
+    next_obs, next_starts, lstm_state, ep_return, ep_length, lives = start_episodes(
+        envs, episodes, agent.initial_state(num_envs, device), args.seed + rank * num_envs + global_step, device
+    )
     for update in range(start_update, args.num_updates):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = annealed_lr(lr_anchor, update, args.num_updates)
         rollout.final_values.zero_()
+        rollout_state = lstm_state  # the memory before the rollout: the update replays it from here
         for t in range(num_steps):
-            # ACT
+            # ACT: the memory is zeroed where an episode begins (next_starts), then carried to the next step
             with torch.no_grad():
-                out, value = agent(next_obs)
+                out, value, lstm_state = agent(next_obs, lstm_state, next_starts)
                 action = agent.sample(out)
-            rollout.obs[t], rollout.values[t], rollout.actions[t] = next_obs, value, action
+            rollout.obs[t], rollout.starts[t] = next_obs, next_starts
+            rollout.values[t], rollout.actions[t] = value, action
             env_action = action.cpu().numpy()
             if low is not None:
                 env_action = np.clip(env_action, low, high)
@@ -394,6 +499,7 @@ def main(args: Args) -> dict:
             next_obs = torch.as_tensor(next_obs_np, device=device)
             global_step += num_envs * world
             dones = terminations | truncations
+            next_starts = torch.as_tensor(dones, device=device)  # the env reset inside the step: a new episode
 
             # RECORD EPISODES: the real, unclipped return of whole episodes (Atari: whole games)
             ep_return += rewards
@@ -415,22 +521,34 @@ def main(args: Args) -> dict:
             rollout.rewards[t] = torch.as_tensor(rewards, device=device)
             rollout.terminations[t] = torch.as_tensor(terminations, device=device)
             rollout.truncations[t] = torch.as_tensor(truncations, device=device)
-            if truncations.any():  # bootstrap a time limit from the true final observation
+            if truncations.any():  # bootstrap a time limit from the true final observation, with the episode's memory
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][truncations]), device=device)
+                truncated = torch.as_tensor(truncations, device=device)
+                memory = lstm_state and tuple(s[:, truncated] for s in lstm_state)
                 with torch.no_grad():
-                    rollout.final_values[t, torch.as_tensor(truncations, device=device)] = agent(final_obs)[1]
+                    rollout.final_values[t, truncated] = agent(final_obs, memory)[1]
 
         # LEARN
         with torch.no_grad():
-            last_value = agent(next_obs)[1]
+            last_value = agent(next_obs, lstm_state, next_starts)[1]
         terminations, truncations = rollout.terminations, rollout.truncations
         next_values = next_state_values(rollout.values, last_value, terminations, truncations, rollout.final_values)
         dones = terminations | truncations
         advantages = gae(rollout.rewards, rollout.values, next_values, dones, args.gamma, args.gae_lambda)
         b_returns, b_values = (advantages + rollout.values).flatten(), rollout.values.flatten()
         b_obs, b_actions, b_advantages = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1), advantages.flatten()
+        replay = (rollout_state, rollout.starts.flatten())  # --recurrent: the LSTM's first memory, where it is zeroed
         loss, policy_loss, value_loss, entropy = a2c_loss(
-            agent, b_obs, b_actions, b_advantages, b_returns, args.vf_coef, args.ent_coef, args.norm_adv, distributed
+            agent,
+            b_obs,
+            b_actions,
+            b_advantages,
+            b_returns,
+            args.vf_coef,
+            args.ent_coef,
+            args.norm_adv,
+            distributed,
+            replay,
         )
         optimizer.zero_grad()
         loss.backward()
@@ -452,6 +570,7 @@ def main(args: Args) -> dict:
         end = args.num_updates * args.batch_size
         if rank == 0 and checkpoint_due(stop, args.checkpoint_every, global_step - args.batch_size, global_step, end):
             state = {"global_step": global_step, "update": update + 1, "lr_anchor": lr_anchor, "run_dir": run_dir}
+            state["episodes"] = save_episodes(envs, next_obs, next_starts, lstm_state, ep_return, ep_length, world)
             write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "actor_critic_gae.py", modules, state)
         if stop["signal"] is not None:
             break
@@ -462,7 +581,7 @@ def main(args: Args) -> dict:
     # TEARDOWN
     eval_returns = []
     if writer is not None:
-        evaluation = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed + 10_000)
+        evaluation = partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
         eval_returns, _, saved = finish_training(
             args, "actor_critic_gae.py", stop, {"agent": agent}, evaluation, writer
         )
@@ -484,18 +603,52 @@ def atari_game(env_id: str) -> str | None:
     return None if match is None else match.group(1) or match.group(2)
 
 
+def make_env(env_id: str, frame_stack: int | None, render_mode: str | None = None) -> gym.Env:
+    """One environment with vector observations; with frame_stack k > 1, each observation is the last k of the
+    episode concatenated (zeros before its first), so that a feedforward policy sees how things move."""
+    env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # a user's env may take none
+    if frame_stack is not None and frame_stack > 1:
+        env = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="zero")
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+class CartPoleNoVelocityEnv(CartPoleEnv):
+    """CartPole-v1 with the cart's velocity and the pole's angular velocity hidden: observations are (cart
+    position, pole angle) only, so that no single observation says where things go. A partially observable task:
+    a policy must infer the velocities from the past (--recurrent's memory, or --frame-stack)."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(render_mode=render_mode)
+        high = self.observation_space.high[[0, 2]]
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs[[0, 2]], info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs[[0, 2]], reward, terminated, truncated, info
+
+
+gym.register("CartPoleNoVelocity-v1", entry_point=CartPoleNoVelocityEnv, max_episode_steps=500, reward_threshold=475)
+
+
 def rom_name(game: str) -> str:
     """ale-py's name for a game's ROM: 'Pong' -> 'pong', 'MsPacman' -> 'ms_pacman'."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N environments stepped together, each reset inside the step that ends its episode."""
+def make_envs(env_id: str, num_envs: int, frame_stack=None, pickled: bytes | None = None) -> gym.vector.VectorEnv:
+    """N environments stepped together, each reset inside the step that ends its episode; pickled: those of a
+    checkpoint (save_episodes), as they were. frame_stack: observations stacked (None: 4 on Atari, else 1)."""
     game = atari_game(env_id)
     if game is None:
-        return gym.vector.SyncVectorEnv(
-            [lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-        )
+        make = [partial(make_env, env_id, frame_stack)] * num_envs
+        if pickled is not None:
+            make = [lambda env=env: env for env in pickle.loads(pickled)]
+        return gym.vector.SyncVectorEnv(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return ale_py.vector_env.AtariVectorEnv(
         rom_name(game),
         num_envs,
@@ -507,7 +660,7 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         img_height=84,
         img_width=84,
         grayscale=True,
-        stack_num=4,  # observation (4, 84, 84) uint8: the last 4 preprocessed frames
+        stack_num=frame_stack or 4,  # observation (frame_stack, 84, 84) uint8: the last preprocessed frames
         reward_clipping=False,  # we clip for learning and log the real score
         episodic_life=False,  # an episode is a whole game; the loop makes life loss terminal for learning
         repeat_action_probability=0.25 if env_id.startswith("ALE/") else 0.0,  # v5 sticky actions
@@ -523,6 +676,7 @@ class Rollout:
     rewards: torch.Tensor  # (T, N), clipped to their sign on Atari
     terminations: torch.Tensor  # (T, N) bool: no value after step t (the MDP ended, or a life was lost)
     truncations: torch.Tensor  # (T, N) bool: a time limit cut the episode after step t
+    starts: torch.Tensor  # (T, N) bool: obs[t] is an episode's first (--recurrent's memory is zeroed before it)
     values: torch.Tensor  # (T, N) V(s_t) when acting
     final_values: torch.Tensor  # (T, N) V(true final obs) where truncated, else 0
 
@@ -539,6 +693,7 @@ def make_rollout(num_steps: int, num_envs: int, obs_space: gym.Space, action_spa
         rewards=zeros(),
         terminations=zeros(dtype=torch.bool),
         truncations=zeros(dtype=torch.bool),
+        starts=zeros(dtype=torch.bool),
         values=zeros(),
         final_values=zeros(),
     )
@@ -556,10 +711,12 @@ def supported_env_ids() -> list[str]:
 
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     """Check every flag before any work; return the single observation and action spaces."""
-    sizes = "total_timesteps num_envs num_steps hidden_size learning_rate max_grad_norm adam_eps"
+    sizes = "total_timesteps num_envs num_steps hidden_size lstm_size learning_rate max_grad_norm adam_eps"
     check_ranges(args, positive=sizes, fraction="gamma gae_lambda", non_negative="vf_coef ent_coef")
     check_run_flags(args)
     game = atari_game(args.env_id)
+    if args.frame_stack is not None:
+        check_ranges(args, positive="frame_stack")
     if game is not None:
         with warnings.catch_warnings():  # ale-py warns before returning None; our one-line error says it all
             warnings.simplefilter("ignore")
@@ -568,13 +725,13 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
             fail("--env-id", f"ale-py has no ROM {game!r} for {args.env_id}")
         if args.capture_video:
             fail("--capture-video", "is not supported for Atari ids; record a classic-control run instead")
-        envs = make_envs(args.env_id, 1)
+        envs = make_envs(args.env_id, 1, args.frame_stack)
         spaces = envs.single_observation_space, envs.single_action_space
         envs.close()
         return spaces
     check_env_id(args.env_id, supported_env_ids())
     try:
-        env = gym.make(args.env_id)
+        env = make_env(args.env_id, args.frame_stack)
     except gym.error.DependencyNotInstalled as e:
         fail("--env-id", f"{args.env_id} cannot be created: {e}")
     except ImportError as e:
@@ -585,30 +742,35 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or Atari")
     if args.capture_video:
-        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
+        check_video(lambda: make_env(args.env_id, args.frame_stack, render_mode="rgb_array"))
     env.close()
     return env.observation_space, env.action_space
 
 
-def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_dir=None) -> tuple:
-    """Whole episodes with the policy's deterministic action (argmax or mean); returns their real returns.
+def evaluate(
+    agent: ActorCritic, env_id: str, frame_stack: int | None, episodes: int, seed: int, video_dir=None
+) -> tuple:
+    """Whole episodes with the policy's deterministic action (argmax or mean), --recurrent's memory carried from
+    step to step and zeroed at each episode's start; returns their real returns.
     Atari: after a lost life FIRE is pressed in games that wait for it, as at reset; a greedy policy that never
     picks FIRE would otherwise stand still until the time limit (training leaves it to the sampled actions).
     Returns (returns, None): no success to report."""
     device = next(agent.parameters()).device
     if video_dir:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = make_env(env_id, frame_stack, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
         envs = gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     else:
-        envs = make_envs(env_id, 1)
+        envs = make_envs(env_id, 1, frame_stack)
     actions = list(envs.ale.get_action_set()) if hasattr(envs, "ale") else []
     fire = actions.index(ale_py.Action.FIRE) if ale_py.Action.FIRE in actions else None
     obs, info = envs.reset(seed=seed)
     returns, total, press_fire = [], 0.0, False
+    lstm_state, starts = agent.initial_state(1, device), torch.ones(1, dtype=torch.bool, device=device)
     while len(returns) < episodes:
         with torch.no_grad():
-            action = agent.mode(agent(torch.as_tensor(obs, device=device))[0]).cpu().numpy()
+            out, _, lstm_state = agent(torch.as_tensor(obs, device=device), lstm_state, starts)
+            action = agent.mode(out).cpu().numpy()
         if not agent.discrete:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
         if press_fire:
@@ -616,6 +778,7 @@ def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_di
         lives = info.get("lives")
         obs, reward, terminated, truncated, info = envs.step(action)
         total += float(reward[0])
+        starts = torch.as_tensor(terminated | truncated, device=device)
         if terminated[0] or truncated[0]:
             returns.append(total)
             total = 0.0
@@ -627,9 +790,46 @@ def evaluate(agent: ActorCritic, env_id: str, episodes: int, seed: int, video_di
 def saved_evaluation(args: Args, saved: dict, device):
     """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
     obs_space, action_space = validate(args)
-    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared).to(device)
+    lstm_size = args.lstm_size if args.recurrent else 0
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
     agent.load_state_dict(saved["agent"])
-    return partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed + 10_000)
+    return partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
+
+
+def start_episodes(envs, episodes: dict | None, initial_state, seed: int, device) -> tuple:
+    """The loop's (next_obs, next_starts, lstm_state, ep_return, ep_length, lives) before its first step: new
+    episodes from envs.reset(seed=seed) with the initial memory, or a checkpoint's episodes (save_episodes) where
+    they were."""
+    if episodes is None:
+        next_obs, infos = envs.reset(seed=seed)
+        starts, zeros = torch.ones(envs.num_envs, dtype=torch.bool, device=device), np.zeros(envs.num_envs)
+        return (
+            torch.as_tensor(next_obs, device=device),
+            starts,
+            initial_state,
+            zeros,
+            zeros.astype(int),
+            infos.get("lives"),
+        )
+    lstm_state = episodes["lstm_state"] and tuple(s.to(device) for s in episodes["lstm_state"])
+    next_obs, next_starts = episodes["next_obs"].to(device), episodes["next_starts"].to(device)
+    return next_obs, next_starts, lstm_state, episodes["ep_return"], episodes["ep_length"], None
+
+
+def save_episodes(envs, next_obs, next_starts, lstm_state, ep_return, ep_length, world: int) -> dict | None:
+    """For the checkpoint, the episodes in progress, so that a resumed run continues them exactly as if it had
+    never stopped: gymnasium's environments pickled (their state and random streams), the observations, the
+    memory and the returns so far. None, and a resumed run starts new episodes, under torchrun (the checkpoint
+    is one process's) and for ale-py's vector env or an environment that cannot be pickled."""
+    if world > 1 or not isinstance(envs, gym.vector.SyncVectorEnv):
+        return None
+    try:
+        pickled = pickle.dumps(envs.envs)
+    except Exception:  # noqa: BLE001 (a user's environment holding a lock, a file, a simulator handle...)
+        return None
+    lstm_state = lstm_state and tuple(s.cpu() for s in lstm_state)
+    episodes = {"envs": pickled, "next_obs": next_obs.cpu(), "next_starts": next_starts.cpu()}
+    return episodes | {"lstm_state": lstm_state, "ep_return": ep_return.copy(), "ep_length": ep_length.copy()}
 
 
 def all_reduce_mean(agent: nn.Module, stopping: bool, world: int) -> bool:
@@ -858,7 +1058,7 @@ def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = Tru
         random.setstate(checkpoint["rng"]["python"])
         np.random.set_state(checkpoint["rng"]["numpy"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
-    return tuple(checkpoint[key] for key in state)
+    return tuple(checkpoint.get(key, fresh) for key, fresh in state.items())  # older files: the new-run value
 
 
 def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:

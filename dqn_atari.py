@@ -843,7 +843,7 @@ def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = Tru
         random.setstate(checkpoint["rng"]["python"])
         np.random.set_state(checkpoint["rng"]["numpy"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
-    return tuple(checkpoint[key] for key in state)
+    return tuple(checkpoint.get(key, fresh) for key, fresh in state.items())  # older files: the new-run value
 
 
 def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:

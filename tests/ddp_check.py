@@ -4,7 +4,9 @@ threads being the names of the process's threads once main has returned (Linux),
 first update as it happened: the batch handed to a2c_loss (raw advantages) and the parameters before and after
 the first optimiser step, so that a test can replay that update in one process on both ranks' batches.
 
-    torchrun --nproc_per_node 2 tests/ddp_check.py OUT_DIR
+    torchrun --nproc_per_node 2 tests/ddp_check.py OUT_DIR ['{"recurrent": true, ...}']
+
+The optional second argument, JSON, overrides the flags of ARGS.
 """
 
 import json
@@ -31,6 +33,7 @@ ARGS = {
     "adam_eps": 1.0,
     "max_grad_norm": 1e6,
 }  # Adam's first step in proportion to the gradient, no clipping
+ARGS |= json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
 first = {"args": ARGS}
 out_dir = Path(sys.argv[1])
 stats = {"updates": 0, "max_diff": 0.0}

@@ -2,6 +2,7 @@
 checkpoints, Atari preprocessing in the loop, and learning."""
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -232,7 +233,7 @@ def test_one_update_hands_adam_the_gradients_of_the_a2c_loss(env_id, flags, in_t
 
     grads, agent = steps[0]
     adv = (want - want.mean()) / (want.std() + 1e-8) if args.norm_adv else want
-    logits, values = agent(seen["obs"])
+    logits, values, _ = agent(seen["obs"])
     dist = torch.distributions.Categorical(logits=logits.double())
     loss = (
         -(dist.log_prob(seen["actions"]) * adv).mean()
@@ -347,10 +348,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
     assert not list(tmp_path.glob("runs/*/*.tmp"))
 
 
-@pytest.fixture(scope="module")
-def torchrun(tmp_path_factory):
-    """One run of tests/ddp_check.py under torchrun with 2 processes: its output folder."""
-    out = tmp_path_factory.mktemp("ddp")
+def run_ddp_check(out, flags: dict | None = None):
+    """tests/ddp_check.py under torchrun with 2 processes, writing into out (flags: overrides of its ARGS)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
@@ -361,10 +360,17 @@ def torchrun(tmp_path_factory):
         "2",
         str(ROOT / "tests" / "ddp_check.py"),
         str(out),
+        *([json.dumps(flags)] if flags else []),
     ]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory):
+    """One run of tests/ddp_check.py under torchrun with 2 processes: its output folder."""
+    return run_ddp_check(tmp_path_factory.mktemp("ddp"))
 
 
 def test_two_processes_under_torchrun_stay_identical_and_log_once(torchrun):
@@ -436,5 +442,224 @@ def test_greedy_evaluation_presses_fire_after_a_lost_life():
         assert len(calls) < 2000, "the game did not end: nothing pressed FIRE after a lost life"
 
     agent.register_forward_hook(count)
-    returns, _ = A.evaluate(agent, "BreakoutNoFrameskip-v4", 1, seed=0)
+    returns, _ = A.evaluate(agent, "BreakoutNoFrameskip-v4", None, 1, seed=0)
     assert len(returns) == 1 and len(calls) < 1000
+
+
+# Partial observability: --recurrent (an LSTM between the trunk and the heads) and --frame-stack.
+class CueMemory(gym.Env):
+    """A memory task whose answer no single observation holds: a cue, one of two, shown at the first step only
+    ([1, 0, 0] or [0, 1, 0]), blanks ([0, 0, 0]), then at step CUE_DELAY a query ([0, 0, 1]), where the action
+    scores +1 if it names the cue and -1 if not, and the episode ends; no other action scores. A feedforward
+    policy sees the same query whatever the cue: its best mean return is 0 (chance). With memory it is 1."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue, self.t = int(self.np_random.integers(2)), 0
+        return np.eye(3, dtype=np.float32)[self.cue], {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t <= CUE_DELAY - 1:  # blanks, then the query
+            return np.eye(3, dtype=np.float32)[2] * (self.t == CUE_DELAY - 1), 0.0, False, False, {}
+        return np.zeros(3, np.float32), 1.0 if int(action) == self.cue else -1.0, True, False, {}
+
+
+CUE_DELAY = 4  # steps from the cue to the query: episodes of 4 steps, two to a rollout of --num-steps 8
+if "CueMemory-v0" not in gym.registry:
+    gym.register("CueMemory-v0", entry_point=CueMemory)
+
+
+def test_a_recurrent_policy_remembers_the_cue_and_a_feedforward_one_cannot(in_tmp):
+    """The same budget and flags on CueMemory-v0: with --recurrent the greedy evaluation (its own memory carried
+    from step to step), in training and from the saved model.pt (--evaluate), names the cue every time; the
+    feedforward policy stays at chance."""
+    flags = {"env_id": "CueMemory-v0", "total_timesteps": 30_000, "cuda": False, "progress": False}
+    flags |= {"eval_episodes": 100, "lstm_size": 32, "hidden_size": 32, "save_model": True}
+    recurrent = A.main(A.Args(recurrent=True, **flags))
+    feedforward = A.main(A.Args(recurrent=False, **flags))
+    assert np.mean(recurrent["eval_returns"]) == 1.0, np.mean(recurrent["eval_returns"])
+    assert abs(np.mean(feedforward["eval_returns"])) <= 0.3, np.mean(feedforward["eval_returns"])
+    saved = os.path.join(recurrent["run_dir"], "model.pt")
+    again = A.main(A.Args(evaluate=saved, eval_episodes=20, cuda=False, progress=False))
+    assert np.mean(again["eval_returns"]) == 1.0
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_memory_is_zeroed_where_an_episode_starts_and_no_gradient_crosses_it(shared):
+    """ActorCritic.forward on a flattened rollout (T steps of N environments, episodes starting at various steps),
+    against a step-by-step replay of each environment alone through the critic's own layers (after the shared
+    trunk, or inside the critic's MLP) and torch's own nn.LSTMCell holding the weights of the critic's LSTM: the
+    same values and the same final memory; and each value's gradient reaches exactly the observations of its own
+    episode up to its step, and the memory before the rollout only while no episode has started since."""
+    torch.manual_seed(0)
+    T, N, H = 7, 4, 8
+    agent = A.ActorCritic((3,), gym.spaces.Discrete(2), 16, shared=shared, lstm_size=H)
+    m = 0 if shared else 1  # the critic's memory
+    features, head = (agent.trunk, agent.critic) if shared else (agent.critic[:-1], agent.critic[-1])
+    cell = torch.nn.LSTMCell(16, H)
+    with torch.no_grad():
+        cell.weight_ih.copy_(agent.lstm.weight_ih[m].T)
+        cell.weight_hh.copy_(agent.lstm.weight_hh[m].T)
+        cell.bias_ih.copy_(agent.lstm.bias[m, 0])
+        cell.bias_hh.zero_()
+    obs = torch.randn(T, N, 3, requires_grad=True)
+    starts = torch.zeros(T, N, dtype=torch.bool)
+    starts[2, 0] = starts[5, 0] = starts[0, 1] = starts[6, 2] = True  # environment 3 never starts one
+    M = 1 if shared else 2
+    state = (torch.randn(M, N, H, requires_grad=True), torch.randn(M, N, H, requires_grad=True))
+    _, values, (h, c) = agent(obs.flatten(0, 1), state, starts.flatten())
+    values = values.view(T, N)
+    for i in range(N):
+        hi, ci = state[0][m, i : i + 1], state[1][m, i : i + 1]
+        begun = 0  # the step this environment's current episode began at (0: before the rollout)
+        for t in range(T):
+            if starts[t, i]:
+                hi, ci, begun = torch.zeros(1, H), torch.zeros(1, H), t
+            hi, ci = cell(features(obs[t, i : i + 1]), (hi, ci))
+            torch.testing.assert_close(values[t, i], head(hi)[0, 0])
+            d_obs, d_h, d_c = torch.autograd.grad(values[t, i], [obs, *state], retain_graph=True)
+            reached = d_obs.abs().sum(-1) > 0
+            want = torch.zeros(T, N, dtype=torch.bool)
+            want[begun : t + 1, i] = True
+            assert torch.equal(reached, want), (t, i, reached.int())
+            from_before = bool(d_h.abs().sum() + d_c.abs().sum() > 0)
+            assert from_before == (not starts[: t + 1, i].any()), (t, i)
+            assert not d_h[:, torch.arange(N) != i].any()
+        torch.testing.assert_close((h[m, i], c[m, i]), (hi[0], ci[0]))
+
+
+def recurrent_run(monkeypatch, **flags) -> dict:
+    """A few updates of the real loop with --recurrent on ClockTruncated-v0 (obs [t], time limit at t = 5: episodes
+    straddle the rollouts of 8 steps), recording what the loop acted on and what it handed to a2c_loss."""
+    seen = {"acting": [], "values": [], "losses": [], "final": []}
+    real_sample, real_next, real_loss = A.ActorCritic.sample, A.next_state_values, A.a2c_loss
+
+    def sample_spy(self, out):
+        seen["acting"].append(out.clone())
+        seen["agent"] = self
+        return real_sample(self, out)
+
+    def next_spy(values, last_value, terminations, truncations, final_values):
+        seen["values"].append(values.clone())
+        with (
+            torch.no_grad()
+        ):  # V([5]) after a whole episode [0], ..., [4] from a zeroed memory, the network as it acted
+            agent = seen["agent"]
+            v_final = agent(torch.arange(6.0).view(6, 1), agent.initial_state(1, "cpu"))[1][-1]
+        seen["final"].append((truncations.clone(), final_values.clone(), v_final))
+        return real_next(values, last_value, terminations, truncations, final_values)
+
+    def loss_spy(agent, b_obs, b_actions, b_advantages, b_returns, *args):
+        replay = args[-1]
+        with torch.no_grad():  # the network as it acted: the optimiser steps after this call
+            out, values, _ = agent(b_obs, *replay)
+        seen["losses"].append({"obs": b_obs.clone(), "starts": replay[1].clone(), "out": out, "values": values})
+        return real_loss(agent, b_obs, b_actions, b_advantages, b_returns, *args)
+
+    monkeypatch.setattr(A.ActorCritic, "sample", sample_spy)
+    monkeypatch.setattr(A, "next_state_values", next_spy)
+    monkeypatch.setattr(A, "a2c_loss", loss_spy)
+    args = {"env_id": "ClockTruncated-v0", "num_envs": 3, "num_steps": 8, "total_timesteps": 5 * 24, "recurrent": True}
+    A.main(A.Args(**(args | {"lstm_size": 8, "cuda": False, "progress": False, "eval_episodes": 0} | flags)))
+    return seen
+
+
+def test_the_update_replays_the_rollout_as_it_was_acted(in_tmp, monkeypatch):
+    """The logits and values the update recomputes (the rollout replayed through the LSTM from the memory saved
+    at its start) equal those the policy acted with, so the log-probabilities do too; the loop marks as an
+    episode's start exactly the observations [0] that begin one; and a time limit bootstraps from V of the true
+    final observation [5] with the memory of its own episode."""
+    seen = recurrent_run(monkeypatch)
+    T, N = 8, 3
+    assert len(seen["losses"]) == 5
+    for u, loss in enumerate(seen["losses"]):
+        assert torch.equal(loss["starts"], loss["obs"][:, 0] == 0)
+        acting = torch.cat(seen["acting"][u * T : (u + 1) * T])
+        torch.testing.assert_close(loss["out"], acting, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loss["values"], seen["values"][u].flatten(), rtol=1e-5, atol=1e-6)
+    assert any(loss["starts"].any() and not loss["starts"][:N].all() for loss in seen["losses"])  # starts inside
+    checked = 0
+    for truncations, final_values, v_final in seen["final"]:
+        assert not final_values[~truncations].any()
+        for step in range(CLOCK_LIMIT - 1, T):  # episodes wholly in this rollout: acted with today's network
+            if truncations[step].any():
+                torch.testing.assert_close(final_values[step], v_final.expand(N), rtol=1e-5, atol=1e-6)
+                checked += 1
+    assert checked >= 2
+
+
+def test_evaluation_carries_its_own_memory_and_zeroes_it_at_each_episode():
+    """evaluate with a recurrent policy on ClockTruncated-v0 (episodes [0], ..., [4]): at each step the LSTM gets
+    the memory it left at the step before, and is told an episode begins (so zeroes it) exactly at each [0]."""
+    torch.manual_seed(0)
+    agent = A.ActorCritic((1,), gym.spaces.Discrete(2), 8, shared=False, lstm_size=4)
+    calls = []
+    agent.lstm.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[1], inputs[2], output[1])))
+    returns, _ = A.evaluate(agent, "ClockTruncated-v0", None, 3, seed=0)
+    assert returns == [5.0, 5.0, 5.0] and len(calls) == 15
+    for i, (state_in, starts, _) in enumerate(calls):
+        assert starts.tolist() == [i % 5 == 0], i
+        if i > 0:
+            assert all(torch.equal(s, before) for s, before in zip(state_in, calls[i - 1][2], strict=True)), i
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_a_resumed_run_continues_its_episodes_and_memory_exactly(recurrent, in_tmp):
+    """A run stopped at its checkpoint and resumed lands exactly where the same run does without a stop: the same
+    parameters and the same episodes (the environments, their observations, the memory and the returns so far are
+    in the checkpoint)."""
+    flags = {"env_id": "CartPoleNoVelocity-v1", "num_envs": 4, "num_steps": 8, "recurrent": recurrent}
+    flags |= {"lstm_size": 16, "cuda": False, "progress": False, "eval_episodes": 0, "save_model": True}
+    whole = A.main(A.Args(total_timesteps=40 * 32, **flags))
+    half = A.main(A.Args(total_timesteps=20 * 32, checkpoint_every=20 * 32, **flags))
+    path = os.path.join(half["run_dir"], "checkpoint.pt")
+    assert (torch.load(path, weights_only=False)["episodes"]["lstm_state"] is not None) == recurrent
+    rest = A.main(A.Args(resume=path, total_timesteps=40 * 32, save_model=True, cuda=False, progress=False))
+    assert half["episodic_returns"] + rest["episodic_returns"] == whole["episodic_returns"]
+    final = [torch.load(os.path.join(r["run_dir"], "model.pt"))["agent"] for r in (whole, rest)]
+    for key, value in final[0].items():
+        assert torch.equal(final[1][key], value), key
+
+
+def test_frame_stack_concatenates_the_last_observations_of_the_episode_only():
+    """--frame-stack 3 on CartPoleNoVelocity-v1 (2 numbers an observation): 6 numbers, zeros before the episode's
+    first observation, never one of the episode before; Atari with --frame-stack 1 sees one frame."""
+    envs = A.make_envs("CartPoleNoVelocity-v1", 2, 3)
+    assert envs.single_observation_space.shape == (6,)
+    obs, _ = envs.reset(seed=0)
+    assert (obs[:, :4] == 0).all() and (obs[:, 4:] != 0).all()
+    history = [obs]
+    for _ in range(200):
+        obs, _, terminations, truncations, infos = envs.step(np.zeros(2, dtype=np.int64))  # push left: falls soon
+        for i in np.flatnonzero(terminations | truncations):
+            assert (obs[i, :4] == 0).all()  # the new episode: nothing of the one that ended
+            np.testing.assert_array_equal(infos["final_obs"][i][:4], history[-1][i][2:])  # the old, shifted by one
+        history.append(obs)
+    assert len(history) == 201
+    envs.close()
+    atari = A.make_envs("PongNoFrameskip-v4", 1, 1)
+    assert atari.single_observation_space.shape == (1, 84, 84)
+    atari.close()
+
+
+def test_recurrent_atari_on_one_frame_trains(in_tmp):
+    """--recurrent --frame-stack 1 on an Atari id: the Nature CNN on one 84x84 frame, the LSTM after it."""
+    args = A.Args(env_id="BreakoutNoFrameskip-v4", recurrent=True, frame_stack=1, num_envs=2, num_steps=5)
+    result = A.main(dataclasses.replace(args, total_timesteps=40, cuda=False, progress=False, eval_episodes=1))
+    assert result["global_step"] == 40 and len(result["eval_returns"]) == 1
+    logged = scalars(result["run_dir"])
+    assert all(np.isfinite(v) for _, v in logged["losses/policy_loss"] + logged["losses/value_loss"])
+
+
+def test_two_recurrent_processes_under_torchrun_stay_identical(tmp_path):
+    """--recurrent under torchrun: each process carries its own environments' memory; the replicas stay equal."""
+    out = run_ddp_check(tmp_path, {"recurrent": True, "env_id": "CartPoleNoVelocity-v1", "lstm_size": 16})
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["updates"] for r in ranks] == [4096 // (2 * 4 * 8)] * 2
+    assert all(r["max_diff"] == 0.0 for r in ranks)
+    first = [torch.load(out / f"rank{r}.pt", weights_only=False)["batch"][0] for r in (0, 1)]
+    assert not torch.equal(first[0], first[1])  # each process its own environments

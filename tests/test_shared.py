@@ -71,6 +71,8 @@ SCRIPTS = {
             (["--gamma", "-0.1"], "--gamma"),
             (["--max-grad-norm", "0"], "--max-grad-norm"),
             (["--ent-coef", "-1"], "--ent-coef"),
+            (["--recurrent", "--lstm-size", "0"], "--lstm-size"),
+            (["--frame-stack", "0"], "--frame-stack"),
             (["--env-id", "CartPol-v1"], "--env-id"),
             (["--env-id", "Blackjack-v1"], "--env-id"),
             (["--env-id", "ALE/NotAGame-v5"], "--env-id"),
