@@ -44,16 +44,17 @@ policy might never pick it and would then stand until the time limit, presses it
 
 Partial observability (--recurrent). Where one observation does not hold all that matters (a frame shows where
 the ball is, not where it goes; CartPoleNoVelocity-v1, registered in this file, hides both velocities of
-CartPole), a policy needs the past. --recurrent puts an LSTM cell between the trunk and the heads; its memory
-(h, c) is carried from step to step in each environment and zeroed where an episode begins, and the heads read
-its output, a summary of the episode so far, in place of the observation. The memory before each rollout is
-kept, and the update replays the rollout through the LSTM from it: truncated backpropagation through time over
---num-steps, the gradient flowing back through the rollout's steps but never past its first nor across an
-episode's start, through the very values and log-probabilities the policy acted with. GAE is unchanged. The
-classic alternative is --frame-stack K: a feedforward policy given the last K observations. Evaluation carries
-its own memory. A checkpoint holds the environments, their observations and the memory, so that one process
-resumes its episodes exactly; ale-py's vector env cannot be saved, so Atari (and torchrun) resume with new
-episodes and a zeroed memory.
+CartPole), a policy needs the past. --recurrent puts an LSTM before the heads: after the trunk where there is
+one (the Nature CNN, or --shared), else one in each of the two MLPs, before its last layer (actor and critic
+share nothing, as without it). Its memory (h, c) is carried from step to step in each environment and zeroed
+where an episode begins, and the heads read its output, a summary of the episode so far, in place of the
+observation. The memory before each rollout is kept, and the update replays the rollout through the LSTM from
+it: truncated backpropagation through time over --num-steps, the gradient flowing back through the rollout's
+steps but never past its first nor across an episode's start, through the very values and log-probabilities
+the policy acted with. GAE is unchanged. The classic alternative is --frame-stack K: a feedforward policy
+given the last K observations. Evaluation carries its own memory. A checkpoint holds the environments, their
+observations and the memory, so that one process resumes its episodes exactly; ale-py's vector env cannot be
+saved, so Atari (and torchrun) resume with new episodes and a zeroed memory.
 
 Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
 --num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with

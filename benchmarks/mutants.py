@@ -240,6 +240,13 @@ MUTANTS = [
         [A2C + "test_the_memory_is_zeroed_where_an_episode_starts_and_no_gradient_crosses_it"],
     ),
     (
+        "a2c-lstm-gates-swapped",
+        "actor_critic_gae.py",
+        "c = f.sigmoid() * c + i.sigmoid() * g.tanh()",
+        "c = i.sigmoid() * c + f.sigmoid() * g.tanh()",
+        [A2C + "test_the_memory_is_zeroed_where_an_episode_starts_and_no_gradient_crosses_it"],
+    ),
+    (
         "a2c-replay-from-zero-memory",
         "actor_critic_gae.py",
         "rollout_state = lstm_state  # the memory before the rollout",
