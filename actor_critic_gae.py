@@ -191,7 +191,7 @@ class Args:
     hidden_size: int = 64
     """units in each of the two hidden layers of the MLPs"""
     recurrent: bool = False
-    """an LSTM between the trunk and the heads, its memory carried from step to step (header: Partial observability)"""
+    """an LSTM before the heads, its memory carried from step to step (header: Partial observability)"""
     lstm_size: int = 64
     """units of each LSTM of --recurrent"""
     # Derived (not flags)
