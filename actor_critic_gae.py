@@ -32,7 +32,8 @@ Episode boundaries. Environments reset inside the step that ends an episode (gym
 autoreset), so the true last observation of an episode is info["final_obs"]. The advantage recursion stops at
 every episode end. It bootstraps at the end of a rollout from V(s_T), at a truncation (time limit) from V of
 the true final observation, never at a termination. On Atari a lost life is a termination for learning
-(Mnih et al. 2015) but the game goes on, and the return logged is the game's full unclipped score.
+(Mnih et al. 2015) but the game goes on, and the return logged is the game's full unclipped score; with
+--recurrent the memory goes on through lost lives too, zeroed only when a new game starts.
 
 Atari ids (ALE/Pong-v5, PongNoFrameskip-v4, ...) run on ale-py's C++ vector environment, with the DeepMind
 preprocessing configured in make_envs: 4 frames per action with a max over the last two, up to 30 no-ops
@@ -53,7 +54,8 @@ it: truncated backpropagation through time over --num-steps, the gradient flowin
 steps but never past its first nor across an episode's start, through the very values and log-probabilities
 the policy acted with. GAE is unchanged. The classic alternative is --frame-stack K: a feedforward policy
 given the last K observations. Evaluation carries its own memory. A checkpoint holds the environments, their
-observations and the memory, so that one process resumes its episodes exactly; ale-py's vector env cannot be
+observations and the memory, so that one process resumes its episodes exactly (on the CPU: a GPU's random
+stream is not saved); ale-py's vector env cannot be
 saved, so Atari (and torchrun) resume with new episodes and a zeroed memory.
 
 Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
@@ -209,8 +211,8 @@ def layer(module: nn.Module, gain: float) -> nn.Module:
 
 
 def mlp(in_dim: int, out_dim: int | None, hidden: int, lstm_size: int = 0) -> nn.Sequential:
-    """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head), which reads
-    an LSTM of lstm_size units in place of the last hidden layer where there is one (--recurrent)."""
+    """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head), whose input
+    is lstm_size wide where an LSTM sits between it and the hidden layers (--recurrent), else hidden."""
     layers = [layer(nn.Linear(in_dim, hidden), np.sqrt(2)), nn.Tanh(), layer(nn.Linear(hidden, hidden), np.sqrt(2))]
     layers.append(nn.Tanh())
     return (
@@ -284,6 +286,7 @@ class ActorCritic(nn.Module):
         layer(self.critic[-1] if isinstance(self.critic, nn.Sequential) else self.critic, 1.0)
         self.log_std = None if self.discrete else nn.Parameter(torch.zeros(n_out))
         self.lstm = None  # --recurrent: one LSTM after the trunk, or the actor's and the critic's side by side
+        self.shared_memory = features is not None
         if lstm_size:
             self.lstm = LSTMs(1 if features else 2, features or hidden, lstm_size)
 
@@ -296,7 +299,7 @@ class ActorCritic(nn.Module):
         x = self.trunk(obs.float() * self.scale)
         if self.lstm is None:
             return self.actor(x), self.critic(x).squeeze(-1), None
-        if self.lstm.bias.shape[0] == 1:  # one memory after the trunk, read by both heads
+        if self.shared_memory:  # one memory after the trunk, read by both heads
             h, state = self.lstm(x[None], state, starts)
             return self.actor(h[0]), self.critic(h[0]).squeeze(-1), state
         h, state = self.lstm(torch.stack([self.actor[:-1](x), self.critic[:-1](x)]), state, starts)
@@ -449,7 +452,7 @@ def main(args: Args) -> dict:
     modules = {"agent": agent, "optimizer": optimizer}
     # --anneal-lr: the learning rate falls linearly from lr_anchor = (update, rate) to 0 at the end
     state = {"global_step": 0, "update": 0, "lr_anchor": (0, args.learning_rate), "run_dir": None, "episodes": None}
-    global_step, start_update, lr_anchor, run_dir, episodes = restore(checkpoint, modules, state, rng=world == 1)
+    global_step, start_update, lr_anchor, run_dir, saved_episodes = restore(checkpoint, modules, state, rng=world == 1)
     if checkpoint is not None:
         saved_updates = checkpoint["args"]["num_updates"]
         if args.num_updates != saved_updates:  # a new run length: the schedule continues from where it is, no jump
@@ -464,8 +467,11 @@ def main(args: Args) -> dict:
     writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None) if rank == 0 else None
     # one process on gymnasium's own vector env resumes its episodes where they were (save_episodes); otherwise
     # the environments start new episodes
-    episodes = episodes if world == 1 else None
-    envs = make_envs(args.env_id, num_envs, args.frame_stack, episodes and episodes["envs"])
+    saved_episodes = saved_episodes if world == 1 else None
+    envs = make_envs(args.env_id, num_envs, args.frame_stack, saved_episodes and saved_episodes["envs"])
+    if envs is None:  # the saved environments cannot be unpickled here (another gymnasium, say): new episodes
+        print("note: the checkpoint's environments cannot be restored here; the run goes on with new episodes")
+        envs, saved_episodes = make_envs(args.env_id, num_envs, args.frame_stack), None
     rollout = make_rollout(num_steps, num_envs, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
@@ -477,8 +483,9 @@ def main(args: Args) -> dict:
     progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress and rank == 0)
     # next_obs begins an episode where next_starts is True; lstm_state is --recurrent's memory (h, c), else None
     next_obs, next_starts, lstm_state, ep_return, ep_length, lives = start_episodes(
-        envs, episodes, agent.initial_state(num_envs, device), args.seed + rank * num_envs + global_step, device
+        envs, saved_episodes, agent.initial_state(num_envs, device), args.seed + rank * num_envs + global_step, device
     )
+    del saved_episodes  # its tensors are replaced at the first step: then nothing refers to the checkpoint's file
     for update in range(start_update, args.num_updates):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = annealed_lr(lr_anchor, update, args.num_updates)
@@ -643,12 +650,15 @@ def rom_name(game: str) -> str:
 
 def make_envs(env_id: str, num_envs: int, frame_stack=None, pickled: bytes | None = None) -> gym.vector.VectorEnv:
     """N environments stepped together, each reset inside the step that ends its episode; pickled: those of a
-    checkpoint (save_episodes), as they were. frame_stack: observations stacked (None: 4 on Atari, else 1)."""
+    checkpoint (save_episodes), as they were, or None where they cannot be unpickled. frame_stack: observations stacked (None: 4 on Atari, else 1)."""
     game = atari_game(env_id)
     if game is None:
         make = [partial(make_env, env_id, frame_stack)] * num_envs
         if pickled is not None:
-            make = [lambda env=env: env for env in pickle.loads(pickled)]
+            try:
+                make = [lambda env=env: env for env in pickle.loads(pickled)]
+            except Exception:  # noqa: BLE001 (a class renamed or moved, another gymnasium: the caller starts anew)
+                return None
         return gym.vector.SyncVectorEnv(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return ale_py.vector_env.AtariVectorEnv(
         rom_name(game),
@@ -800,7 +810,7 @@ def saved_evaluation(args: Args, saved: dict, device):
 def start_episodes(envs, episodes: dict | None, initial_state, seed: int, device) -> tuple:
     """The loop's (next_obs, next_starts, lstm_state, ep_return, ep_length, lives) before its first step: new
     episodes from envs.reset(seed=seed) with the initial memory, or a checkpoint's episodes (save_episodes) where
-    they were."""
+    they were (never Atari's, so no lives)."""
     if episodes is None:
         next_obs, infos = envs.reset(seed=seed)
         starts, zeros = torch.ones(envs.num_envs, dtype=torch.bool, device=device), np.zeros(envs.num_envs)
@@ -1105,7 +1115,7 @@ def resume_args(args: Args, saved: dict) -> Args:
     """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it."""
+    (or ends) it. A flag the saved run did not have yet takes its default, which that run ran with."""
     now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
     now += " track wandb_project_name wandb_entity"
     kept = {}
@@ -1114,8 +1124,8 @@ def resume_args(args: Args, saved: dict) -> Args:
             field.name in ("total_timesteps", "checkpoint_every", "save_model")
             and getattr(args, field.name) != field.default
         )
-        if field.init and field.name in saved and field.name not in now.split() and not given:
-            kept[field.name] = saved[field.name]
+        if field.init and field.name not in now.split() and not given:  # a flag newer than the file: its default
+            kept[field.name] = saved.get(field.name, field.default)
     return dataclasses.replace(args, **kept)
 
 

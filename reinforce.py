@@ -750,7 +750,7 @@ def resume_args(args: Args, saved: dict) -> Args:
     """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
     evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
     stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it."""
+    (or ends) it. A flag the saved run did not have yet takes its default, which that run ran with."""
     now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
     now += " track wandb_project_name wandb_entity"
     kept = {}
@@ -759,8 +759,8 @@ def resume_args(args: Args, saved: dict) -> Args:
             field.name in ("total_timesteps", "checkpoint_every", "save_model")
             and getattr(args, field.name) != field.default
         )
-        if field.init and field.name in saved and field.name not in now.split() and not given:
-            kept[field.name] = saved[field.name]
+        if field.init and field.name not in now.split() and not given:  # a flag newer than the file: its default
+            kept[field.name] = saved.get(field.name, field.default)
     return dataclasses.replace(args, **kept)
 
 

@@ -275,6 +275,34 @@ MUTANTS = [
         [A2C + "test_the_update_replays_the_rollout_as_it_was_acted"],
     ),
     (
+        "a2c-final-value-all-memories",
+        "actor_critic_gae.py",
+        "memory = lstm_state and tuple(s[:, truncated] for s in lstm_state)",
+        "memory = lstm_state",
+        [A2C + "test_the_update_replays_the_rollout_as_it_was_acted"],
+    ),
+    (
+        "a2c-starts-only-at-truncations",
+        "actor_critic_gae.py",
+        "next_starts = torch.as_tensor(dones, device=device)",
+        "next_starts = torch.as_tensor(truncations, device=device)",
+        [A2C + "test_the_update_replays_the_rollout_as_it_was_acted"],
+    ),
+    (
+        "a2c-resume-needs-every-key",
+        "actor_critic_gae.py",
+        "return tuple(checkpoint.get(key, fresh) for key, fresh in state.items())",
+        "return tuple(checkpoint[key] for key in state)",
+        [A2C + "test_a_checkpoint_of_an_older_version_resumes_with_the_new_flags_at_their_defaults"],
+    ),
+    (
+        "a2c-resume-new-flag-from-the-command-line",
+        "actor_critic_gae.py",
+        "kept[field.name] = saved.get(field.name, field.default)",
+        "kept[field.name] = saved.get(field.name, getattr(args, field.name))",
+        [A2C + "test_a_checkpoint_of_an_older_version_resumes_with_the_new_flags_at_their_defaults"],
+    ),
+    (
         "a2c-eval-memory-dropped",
         "actor_critic_gae.py",
         "out, _, lstm_state = agent(torch.as_tensor(obs, device=device), lstm_state, starts)",
@@ -291,8 +319,8 @@ MUTANTS = [
     (
         "a2c-resume-restarts-episodes",
         "actor_critic_gae.py",
-        "episodes = episodes if world == 1 else None",
-        "episodes = None",
+        "saved_episodes = saved_episodes if world == 1 else None",
+        "saved_episodes = None",
         [A2C + "test_a_resumed_run_continues_its_episodes_and_memory_exactly"],
     ),
     (

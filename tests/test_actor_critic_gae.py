@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import CLOCK_LIMIT, ROOT, scalars
+from conftest import CLOCK_LIMIT, ROOT, Clock, scalars
 
 import actor_critic_gae as A
 
@@ -532,9 +532,24 @@ def test_the_memory_is_zeroed_where_an_episode_starts_and_no_gradient_crosses_it
         torch.testing.assert_close((h[m, i], c[m, i]), (hi[0], ci[0]))
 
 
+class ClockRandomEnd(Clock):
+    """Clock (obs [t]) whose episode terminates at a step drawn at reset from 3 to 7; with the time limit of 5, an
+    episode terminates (3, 4), does both (5) or is truncated (6, 7), each environment at its own steps."""
+
+    def reset(self, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.end_at = int(self.np_random.integers(3, 8))
+        return obs, info
+
+
+if "ClockRandomEnd-v0" not in gym.registry:
+    gym.register("ClockRandomEnd-v0", entry_point=ClockRandomEnd, max_episode_steps=CLOCK_LIMIT)
+
+
 def recurrent_run(monkeypatch, **flags) -> dict:
-    """A few updates of the real loop with --recurrent on ClockTruncated-v0 (obs [t], time limit at t = 5: episodes
-    straddle the rollouts of 8 steps), recording what the loop acted on and what it handed to a2c_loss."""
+    """A few updates of the real loop with --recurrent on ClockRandomEnd-v0 (obs [t]; episodes of 3 to 5 steps,
+    ending at different steps in each environment and straddling the rollouts of 8 steps), recording what the
+    loop acted on and what it handed to a2c_loss."""
     seen = {"acting": [], "values": [], "losses": [], "final": []}
     real_sample, real_next, real_loss = A.ActorCritic.sample, A.next_state_values, A.a2c_loss
 
@@ -563,7 +578,7 @@ def recurrent_run(monkeypatch, **flags) -> dict:
     monkeypatch.setattr(A.ActorCritic, "sample", sample_spy)
     monkeypatch.setattr(A, "next_state_values", next_spy)
     monkeypatch.setattr(A, "a2c_loss", loss_spy)
-    args = {"env_id": "ClockTruncated-v0", "num_envs": 3, "num_steps": 8, "total_timesteps": 5 * 24, "recurrent": True}
+    args = {"env_id": "ClockRandomEnd-v0", "num_envs": 3, "num_steps": 8, "total_timesteps": 5 * 24, "recurrent": True}
     A.main(A.Args(**(args | {"lstm_size": 8, "cuda": False, "progress": False, "eval_episodes": 0} | flags)))
     return seen
 
@@ -583,13 +598,30 @@ def test_the_update_replays_the_rollout_as_it_was_acted(in_tmp, monkeypatch):
         torch.testing.assert_close(loss["values"], seen["values"][u].flatten(), rtol=1e-5, atol=1e-6)
     assert any(loss["starts"].any() and not loss["starts"][:N].all() for loss in seen["losses"])  # starts inside
     checked = 0
-    for truncations, final_values, v_final in seen["final"]:
+    for (truncations, final_values, v_final), loss in zip(seen["final"], seen["losses"], strict=True):
         assert not final_values[~truncations].any()
-        for step in range(CLOCK_LIMIT - 1, T):  # episodes wholly in this rollout: acted with today's network
-            if truncations[step].any():
-                torch.testing.assert_close(final_values[step], v_final.expand(N), rtol=1e-5, atol=1e-6)
+        obs = loss["obs"][:, 0].view(T, N)
+        for t, i in truncations.nonzero().tolist():
+            if t >= CLOCK_LIMIT - 1 and obs[t - CLOCK_LIMIT + 1, i] == 0:  # wholly in this rollout: today's network
+                torch.testing.assert_close(final_values[t, i], v_final, rtol=1e-5, atol=1e-6)
                 checked += 1
     assert checked >= 2
+    ends = [(loss["starts"].view(T, N)[1:] & ~loss["starts"].view(T, N)[:-1]).sum(0) for loss in seen["losses"]]
+    assert len({tuple(e.tolist()) for e in ends}) > 1  # the environments' episodes end at steps of their own
+
+
+def test_a_checkpoint_of_an_older_version_resumes_with_the_new_flags_at_their_defaults(in_tmp):
+    """A checkpoint written before --recurrent and the saved episodes existed (no "episodes", no "recurrent" in
+    its flags) resumes as the run it was: feedforward, with new episodes, whatever --recurrent says now."""
+    flags = {"env_id": "CartPoleNoVelocity-v1", "num_envs": 4, "num_steps": 8, "cuda": False, "progress": False}
+    first = A.main(A.Args(total_timesteps=10 * 32, checkpoint_every=10 * 32, eval_episodes=0, **flags))
+    path = os.path.join(first["run_dir"], "checkpoint.pt")
+    old = torch.load(path, weights_only=False)
+    del old["episodes"], old["args"]["recurrent"]
+    torch.save(old, path)
+    resumed = A.main(A.Args(resume=path, recurrent=True, total_timesteps=20 * 32, eval_episodes=0, **flags))
+    assert resumed["global_step"] == 20 * 32
+    assert not any(k.startswith("lstm") for k in torch.load(path, weights_only=False)["agent"])
 
 
 def test_evaluation_carries_its_own_memory_and_zeroes_it_at_each_episode():
