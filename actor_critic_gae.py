@@ -55,8 +55,8 @@ steps but never past its first nor across an episode's start, through the very v
 the policy acted with. GAE is unchanged. The classic alternative is --frame-stack K: a feedforward policy
 given the last K observations. Evaluation carries its own memory. A checkpoint holds the environments, their
 observations and the memory, so that one process resumes its episodes exactly (on the CPU: a GPU's random
-stream is not saved); ale-py's vector env cannot be
-saved, so Atari (and torchrun) resume with new episodes and a zeroed memory.
+stream is not saved); ale-py's vector env cannot be saved, so Atari (and torchrun) resume with new episodes
+and a zeroed memory.
 
 Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
 --num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
@@ -215,9 +215,9 @@ def mlp(in_dim: int, out_dim: int | None, hidden: int, lstm_size: int = 0) -> nn
     is lstm_size wide where an LSTM sits between it and the hidden layers (--recurrent), else hidden."""
     layers = [layer(nn.Linear(in_dim, hidden), np.sqrt(2)), nn.Tanh(), layer(nn.Linear(hidden, hidden), np.sqrt(2))]
     layers.append(nn.Tanh())
-    return (
-        nn.Sequential(*layers) if out_dim is None else nn.Sequential(*layers, nn.Linear(lstm_size or hidden, out_dim))
-    )
+    if out_dim is None:
+        return nn.Sequential(*layers)
+    return nn.Sequential(*layers, nn.Linear(lstm_size or hidden, out_dim))
 
 
 class LSTMs(nn.Module):
@@ -257,9 +257,15 @@ class LSTMs(nn.Module):
         return torch.cat(outputs, 1), (h, c)
 
 
+def make_agent(args, obs_space: gym.Space, action_space: gym.Space) -> "ActorCritic":
+    """The actor-critic of a run's flags (--recurrent: LSTMs of --lstm-size units), for training and --evaluate."""
+    lstm_size = args.lstm_size if args.recurrent else 0
+    return ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size)
+
+
 class ActorCritic(nn.Module):
     """Images: the Nature CNN trunk with an actor and a critic head. Vector observations: two MLPs, or one
-    shared MLP trunk with two heads (--shared). With lstm_size (--recurrent), an LSTM cell before the heads: one
+    shared MLP trunk with two heads (--shared). With lstm_size (--recurrent), an LSTM before the heads: one
     after the shared trunk, or one in each MLP before its last layer (the two share nothing, as without it).
     Discrete: categorical logits; Box: Gaussian mean and a state-independent log std."""
 
@@ -438,8 +444,7 @@ def main(args: Args) -> dict:
     device = setup_torch(args.seed + rank, args.cuda, args.torch_threads, args.torch_deterministic)
 
     torch.manual_seed(args.seed)  # the same initial networks in every process ...
-    lstm_size = args.lstm_size if args.recurrent else 0
-    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
+    agent = make_agent(args, obs_space, action_space).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
     if distributed:
@@ -649,8 +654,9 @@ def rom_name(game: str) -> str:
 
 
 def make_envs(env_id: str, num_envs: int, frame_stack=None, pickled: bytes | None = None) -> gym.vector.VectorEnv:
-    """N environments stepped together, each reset inside the step that ends its episode; pickled: those of a
-    checkpoint (save_episodes), as they were, or None where they cannot be unpickled. frame_stack: observations stacked (None: 4 on Atari, else 1)."""
+    """N environments stepped together, each reset inside the step that ends its episode, observations stacked by
+    frame_stack (None: 4 on Atari, else 1); pickled: those of a checkpoint (save_episodes), as they were, or None
+    where they cannot be unpickled."""
     game = atari_game(env_id)
     if game is None:
         make = [partial(make_env, env_id, frame_stack)] * num_envs
@@ -801,8 +807,7 @@ def evaluate(
 def saved_evaluation(args: Args, saved: dict, device):
     """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
     obs_space, action_space = validate(args)
-    lstm_size = args.lstm_size if args.recurrent else 0
-    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
+    agent = make_agent(args, obs_space, action_space).to(device)
     agent.load_state_dict(saved["agent"])
     return partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
 
@@ -811,20 +816,15 @@ def start_episodes(envs, episodes: dict | None, initial_state, seed: int, device
     """The loop's (next_obs, next_starts, lstm_state, ep_return, ep_length, lives) before its first step: new
     episodes from envs.reset(seed=seed) with the initial memory, or a checkpoint's episodes (save_episodes) where
     they were (never Atari's, so no lives)."""
+    lives = None
     if episodes is None:
         next_obs, infos = envs.reset(seed=seed)
-        starts, zeros = torch.ones(envs.num_envs, dtype=torch.bool, device=device), np.zeros(envs.num_envs)
-        return (
-            torch.as_tensor(next_obs, device=device),
-            starts,
-            initial_state,
-            zeros,
-            zeros.astype(int),
-            infos.get("lives"),
-        )
+        n, lives = envs.num_envs, infos.get("lives")
+        episodes = {"next_obs": torch.as_tensor(next_obs), "next_starts": torch.ones(n, dtype=torch.bool)}
+        episodes |= {"lstm_state": initial_state, "ep_return": np.zeros(n), "ep_length": np.zeros(n, dtype=np.int64)}
     lstm_state = episodes["lstm_state"] and tuple(s.to(device) for s in episodes["lstm_state"])
     next_obs, next_starts = episodes["next_obs"].to(device), episodes["next_starts"].to(device)
-    return next_obs, next_starts, lstm_state, episodes["ep_return"], episodes["ep_length"], None
+    return next_obs, next_starts, lstm_state, episodes["ep_return"], episodes["ep_length"], lives
 
 
 def save_episodes(envs, next_obs, next_starts, lstm_state, ep_return, ep_length, world: int) -> dict | None:

@@ -446,7 +446,7 @@ def test_greedy_evaluation_presses_fire_after_a_lost_life():
     assert len(returns) == 1 and len(calls) < 1000
 
 
-# Partial observability: --recurrent (an LSTM between the trunk and the heads) and --frame-stack.
+# Partial observability: --recurrent (LSTMs before the heads) and --frame-stack.
 class CueMemory(gym.Env):
     """A memory task whose answer no single observation holds: a cue, one of two, shown at the first step only
     ([1, 0, 0] or [0, 1, 0]), blanks ([0, 0, 0]), then at step CUE_DELAY a query ([0, 0, 1]), where the action

@@ -240,9 +240,8 @@ def readme_figures() -> list[tuple[str, str]]:
     # partial observability: the three variants on CartPoleNoVelocity-v1, and the recurrent path's throughput
     pomdp = {v: row("a2c_pomdp", variant=v) for v in ("single", "stacked", "recurrent")}
     median, worst, every = to_threshold(pomdp["recurrent"])
-    assert every and not any(
-        to_threshold(pomdp[v])[2] or to_threshold(pomdp[v])[0] != "-" for v in ("single", "stacked")
-    )
+    steps_cell = "steps to threshold, median / worst (seeds reached)"
+    assert every and all(pomdp[v][steps_cell].endswith("(0/5)") for v in ("single", "stacked"))  # "not on any"
     best = {}  # the highest 20-episode mean of any seed on the recorded curve
     for v in ("single", "stacked"):
         data = np.genfromtxt(RESULTS / "a2c_pomdp" / f"actor_critic_gae__CartPoleNoVelocity-v1__{v}.csv", delimiter=",")
