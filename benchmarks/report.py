@@ -227,9 +227,11 @@ def main():
         latest[(job["script"], job["env_id"], job["variant"], job["seed"])] = job
     groups = defaultdict(list)
     for (script, env_id, variant, _), job in sorted(latest.items()):
-        if job["returncode"] != 0 or not job["run_dir"]:
+        if job["returncode"] not in (0, 130, 143) or not job["run_dir"]:  # 130, 143: stopped by a signal, saved
             sys.exit(f"error: job failed: {job['command']} (see {job['log']})")
+        job["run_dir"] = str(src / "runs" / Path(job["run_dir"]).name)  # also when made on another machine
         groups[(script, env_id, variant)].append(job)
+    stopped = [f"{k[1]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (130, 143)]
 
     rows, curves = [], {}
     for (script, env_id, variant), jobs in groups.items():
@@ -305,6 +307,8 @@ def main():
         f"Commit: `{meta['commit']}`, started {meta['started']}.",
         f"Commands: `{meta['command']}` then `{report_cmd}`.",
     ]
+    if stopped:
+        lines.append(f"Stopped by a signal before --total-timesteps (each wrote its checkpoint): {', '.join(stopped)}.")
     if meta.get("note"):
         lines.append(f"Note: {meta['note']}.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
