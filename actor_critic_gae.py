@@ -33,48 +33,17 @@ autoreset), so the true last observation of an episode is info["final_obs"]. The
 every episode end. It bootstraps at the end of a rollout from V(s_T), at a truncation (time limit) from V of
 the true final observation, never at a termination. On Atari a lost life is a termination for learning
 (Mnih et al. 2015) but the game goes on, and the return logged is the game's full unclipped score; with
---recurrent the memory goes on through lost lives too, zeroed only when a new game starts.
+--recurrent the memory goes on through lost lives, zeroed only when a new game starts. A resumed run starts new
+episodes.
 
-Atari ids (ALE/Pong-v5, PongNoFrameskip-v4, ...) run on ale-py's C++ vector environment, with the DeepMind
-preprocessing configured in make_envs: 4 frames per action with a max over the last two, up to 30 no-ops
-at reset, FIRE at reset, 84x84 grayscale, 4 stacked frames, rewards clipped to their sign for learning.
-v5 ids keep their sticky actions (probability 0.25), NoFrameskip-v4 ids have none. --frame-stack 1 (with
---recurrent) gives the network one frame and leaves motion to the LSTM's memory. After a lost life,
-Breakout-like games wait for FIRE: in training the sampled actions press it, and evaluation, whose greedy
-policy might never pick it and would then stand until the time limit, presses it (as at reset).
-
-Partial observability (--recurrent). Where one observation does not hold all that matters (a frame shows where
-the ball is, not where it goes; CartPoleNoVelocity-v1, registered in this file, hides both velocities of
-CartPole), a policy needs the past. --recurrent puts an LSTM before the heads: after the trunk where there is
-one (the Nature CNN, or --shared), else one in each of the two MLPs, before its last layer (actor and critic
-share nothing, as without it). Its memory (h, c) is carried from step to step in each environment and zeroed
-where an episode begins, and the heads read its output, a summary of the episode so far, in place of the
-observation. The memory before each rollout is kept, and the update replays the rollout through the LSTM from
-it: truncated backpropagation through time over --num-steps, the gradient flowing back through the rollout's
-steps but never past its first nor across an episode's start, through the very values and log-probabilities
-the policy acted with. GAE is unchanged. The classic alternative is --frame-stack K: a feedforward policy
-given the last K observations. Evaluation carries its own memory. A checkpoint holds the environments, their
-observations and the memory, so that one process resumes its episodes exactly (on the CPU: a GPU's random
-stream is not saved); ale-py's vector env cannot be saved, so Atari (and torchrun) resume with new episodes
-and a zeroed memory.
-
-Distributed: `torchrun --standalone --nproc_per_node K actor_critic_gae.py ...` runs K processes, each with its own
---num-envs environments (seeded apart) and the same initial networks; their gradients are averaged with
-all_reduce before each step, so the replicas stay identical; --norm-adv normalises over all processes'
-advantages together. gloo on CPU, NCCL on GPU. Only rank 0 logs,
-checkpoints and saves; --total-timesteps counts all processes together. Several machines: run on each
-`torchrun --nnodes M --nproc_per_node K --node_rank I --rdzv_backend c10d --rdzv_endpoint HOST:29500 ...`.
-Without torchrun the file runs as one plain process and no distributed code is on its path.
+Sticky actions: ALE/...-v5 ids repeat the last action with probability 0.25 (as v5 defines), NoFrameskip-v4 never.
+Atari, --recurrent (partial observability) and torchrun (distributed training) are explained in README.md.
 
 Usage:
     python actor_critic_gae.py                                   # CartPole-v1
-    python actor_critic_gae.py --gae-lambda 1.0                  # Monte Carlo advantages within a rollout
     python actor_critic_gae.py --env-id PongNoFrameskip-v4 --num-envs 32 --num-steps 5 --learning-rate 7e-4 \
         --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000 --checkpoint-every 1000000
     python actor_critic_gae.py --env-id CartPoleNoVelocity-v1 --recurrent        # velocities hidden: an LSTM
-    python actor_critic_gae.py --env-id CartPoleNoVelocity-v1 --frame-stack 4    # or the last 4 observations
-    python actor_critic_gae.py --env-id PongNoFrameskip-v4 --recurrent --frame-stack 1 --num-envs 32 --num-steps 20 \
-        --learning-rate 7e-4 --adam-eps 1e-5 --vf-coef 0.5 --ent-coef 0.01 --total-timesteps 10000000  # one frame
     torchrun --standalone --nproc_per_node 2 actor_critic_gae.py --no-cuda  # two processes, a free port
     python actor_critic_gae.py --resume runs/CartPole-v1__actor_critic_gae__1__1700000000/checkpoint.pt
     python actor_critic_gae.py --resume runs/.../checkpoint.pt --total-timesteps 1000000  # extend the run
@@ -95,11 +64,9 @@ TensorBoard keys:
 
 # 1. Imports
 import dataclasses
-import difflib
 import importlib
 import importlib.util
 import os
-import pickle
 import random
 import re
 import signal
@@ -115,9 +82,10 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import tyro
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -174,8 +142,6 @@ class Args:
     """GAE lambda, in [0, 1]: 0 is the one-step TD residual, 1 the Monte Carlo return minus V"""
     learning_rate: float = 0.006
     """Adam learning rate"""
-    # Adam scales every step to about the learning rate, even when the gradient is only noise (as it is once
-    # CartPole is solved); where gradients are smaller than epsilon, steps shrink with them
     adam_eps: float = 1e-3
     """Adam's epsilon, added to the root of its second-moment estimate"""
     anneal_lr: bool = False
@@ -193,7 +159,7 @@ class Args:
     hidden_size: int = 64
     """units in each of the two hidden layers of the MLPs"""
     recurrent: bool = False
-    """an LSTM before the heads, its memory carried from step to step (header: Partial observability)"""
+    """an LSTM before the heads, its memory carried from step to step (README.md: partial observability)"""
     lstm_size: int = 64
     """units of each LSTM of --recurrent"""
     # Derived (not flags)
@@ -214,10 +180,7 @@ def mlp(in_dim: int, out_dim: int | None, hidden: int, lstm_size: int = 0) -> nn
     """Two tanh hidden layers; with out_dim, a final linear layer (initialised by the caller's head), whose input
     is lstm_size wide where an LSTM sits between it and the hidden layers (--recurrent), else hidden."""
     layers = [layer(nn.Linear(in_dim, hidden), np.sqrt(2)), nn.Tanh(), layer(nn.Linear(hidden, hidden), np.sqrt(2))]
-    layers.append(nn.Tanh())
-    if out_dim is None:
-        return nn.Sequential(*layers)
-    return nn.Sequential(*layers, nn.Linear(lstm_size or hidden, out_dim))
+    return nn.Sequential(*layers, nn.Tanh(), *([nn.Linear(lstm_size or hidden, out_dim)] if out_dim else []))
 
 
 class LSTMs(nn.Module):
@@ -257,12 +220,6 @@ class LSTMs(nn.Module):
         return torch.cat(outputs, 1), (h, c)
 
 
-def make_agent(args, obs_space: gym.Space, action_space: gym.Space) -> "ActorCritic":
-    """The actor-critic of a run's flags (--recurrent: LSTMs of --lstm-size units), for training and --evaluate."""
-    lstm_size = args.lstm_size if args.recurrent else 0
-    return ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size)
-
-
 class ActorCritic(nn.Module):
     """Images: the Nature CNN trunk with an actor and a critic head. Vector observations: two MLPs, or one
     shared MLP trunk with two heads (--shared). With lstm_size (--recurrent), an LSTM before the heads: one
@@ -291,10 +248,8 @@ class ActorCritic(nn.Module):
         layer(self.actor[-1] if isinstance(self.actor, nn.Sequential) else self.actor, 0.01)  # near-uniform start
         layer(self.critic[-1] if isinstance(self.critic, nn.Sequential) else self.critic, 1.0)
         self.log_std = None if self.discrete else nn.Parameter(torch.zeros(n_out))
-        self.lstm = None  # --recurrent: one LSTM after the trunk, or the actor's and the critic's side by side
-        self.shared_memory = features is not None
-        if lstm_size:
-            self.lstm = LSTMs(1 if features else 2, features or hidden, lstm_size)
+        self.shared_memory = features is not None  # --recurrent: one LSTM after the trunk, else one in each MLP
+        self.lstm = LSTMs(1 if features else 2, features or hidden, lstm_size) if lstm_size else None
 
     def forward(self, obs: torch.Tensor, state: tuple | None = None, starts: torch.Tensor | None = None) -> tuple:
         """obs (B, *obs_shape) -> (logits or mean (B, A), value (B,), state). Without an LSTM, state is None and
@@ -356,16 +311,7 @@ def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.
 
 
 def a2c_loss(
-    agent,
-    b_obs,
-    b_actions,
-    b_advantages,
-    b_returns,
-    vf_coef: float,
-    ent_coef: float,
-    norm_adv: bool,
-    distributed: bool,
-    replay: tuple = (None, None),
+    agent, b_obs, b_actions, b_advantages, b_returns, vf_coef, ent_coef, norm_adv, distributed, replay=(None, None)
 ) -> tuple[torch.Tensor, ...]:
     """L = -mean(log pi(a|s) A) + vf_coef mean((V(s) - target)^2) - ent_coef mean(H) over a batch: b_obs
     (B, *obs_shape), b_actions (B,) or (B, D), b_advantages and b_returns (B,). With norm_adv the advantages are
@@ -395,11 +341,11 @@ def normalize(x: torch.Tensor, distributed: bool) -> torch.Tensor:
     return (x - mean) / ((squares / (total[1] - 1)).sqrt() + 1e-8)
 
 
-def annealed_lr(anchor: tuple[int, float], update: int, num_updates: int) -> float:
-    """--anneal-lr: linear from anchor = (update u0, learning rate lr0) to 0 at num_updates,
-    lr0 * (1 - (update - u0) / (num_updates - u0)). A fresh run's anchor is (0, --learning-rate)."""
-    u0, lr0 = anchor
-    return lr0 * max(0.0, 1 - (update - u0) / max(num_updates - u0, 1))
+def annealed_lr(anchor: tuple[int, float], step: int, end: int) -> float:
+    """--anneal-lr: linear from anchor = (global_step s0, learning rate lr0) to 0 at global_step end,
+    lr0 * (1 - (step - s0) / (end - s0)). A fresh run's anchor is (0, --learning-rate)."""
+    s0, lr0 = anchor
+    return lr0 * max(0.0, 1 - (step - s0) / max(end - s0, 1))
 
 
 def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -427,56 +373,50 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 # 5. Training loop
 def main(args: Args) -> dict:
     # SETUP
-    if args.evaluate is not None:
-        return evaluate_saved(args, "actor_critic_gae.py", saved_evaluation)
-    checkpoint = load_checkpoint(args.resume, "actor_critic_gae.py") if args.resume else None
-    args = resume_args(args, checkpoint["args"]) if checkpoint else args  # the run's own flags (resume_args)
+    schedules = "the annealed learning rate falls from its current value to 0 at the new end"
+    args, checkpoint = load_run(args, "actor_critic_gae.py", schedules)  # --resume or --evaluate
     obs_space, action_space = validate(args)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
-    distributed = world > 1
-    num_envs, num_steps = args.num_envs, args.num_steps
+    distributed, num_envs, num_steps = world > 1, args.num_envs, args.num_steps
     args.batch_size = num_envs * num_steps * world
     args.num_updates = args.total_timesteps // args.batch_size
     if args.num_updates == 0:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps * processes = {args.batch_size}")
-    if rank == 0:
-        say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
+    if args.norm_adv and args.batch_size == 1:  # the std of one advantage is NaN
+        fail("--norm-adv", "normalises over the batch: needs --num-envs * --num-steps of at least 2")
     device = setup_torch(args.seed + rank, args.cuda, args.torch_threads, args.torch_deterministic)
 
     torch.manual_seed(args.seed)  # the same initial networks in every process ...
-    agent = make_agent(args, obs_space, action_space).to(device)
+    lstm_size = args.lstm_size if args.recurrent else 0  # --recurrent: LSTMs of --lstm-size units
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
+    evaluation = partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
+    if args.evaluate:  # no training: the saved network's evaluation episodes, in a new run folder
+        agent.load_state_dict(checkpoint["agent"])
+        writer = open_run(args)
+        eval_returns = finish_run(args, "actor_critic_gae.py", writer, {"signal": None}, {}, evaluation)[0]
+        return {"run_dir": writer.log_dir, "global_step": 0, "eval_returns": eval_returns, "signal": None}
     if distributed:
-        # joined only now, after the optimizer: with torch 2.13 a process group made before torch.optim's first
-        # use (it imports torch._dynamo) outlives destroy_process_group, and its gloo threads, still running as
-        # Python exits, abort the process when they release a tensor (pytorch issue 190489)
-        import torch.distributed as dist
-
+        # joined after the optimizer: with torch 2.13 a group made before torch.optim's first use outlives
+        # destroy_process_group, and its gloo threads abort the exiting process (pytorch issue 190489)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     modules = {"agent": agent, "optimizer": optimizer}
-    # --anneal-lr: the learning rate falls linearly from lr_anchor = (update, rate) to 0 at the end
-    state = {"global_step": 0, "update": 0, "lr_anchor": (0, args.learning_rate), "run_dir": None, "episodes": None}
-    global_step, start_update, lr_anchor, run_dir, saved_episodes = restore(checkpoint, modules, state, rng=world == 1)
-    if checkpoint is not None:
-        saved_updates = checkpoint["args"]["num_updates"]
-        if args.num_updates != saved_updates:  # a new run length: the schedule continues from where it is, no jump
-            lr_anchor = (start_update, annealed_lr(lr_anchor, start_update, saved_updates))
-        if rank == 0:
-            schedules = "the annealed learning rate falls from its current value to 0 at the new end"
-            say_where_resumed(global_step, args.total_timesteps, checkpoint["args"]["total_timesteps"], schedules)
-        if world > 1:  # several processes: new random streams (one process continues its own exactly)
-            torch.manual_seed(args.seed + rank + global_step)
-        del checkpoint
-    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
-    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None) if rank == 0 else None
-    # one process on gymnasium's own vector env resumes its episodes where they were (save_episodes); otherwise
-    # the environments start new episodes
-    saved_episodes = saved_episodes if world == 1 else None
-    envs = make_envs(args.env_id, num_envs, args.frame_stack, saved_episodes and saved_episodes["envs"])
-    if envs is None:  # the saved environments cannot be unpickled here (another gymnasium, say): new episodes
-        print("note: the checkpoint's environments cannot be restored here; the run goes on with new episodes")
-        envs, saved_episodes = make_envs(args.env_id, num_envs, args.frame_stack), None
+    # --anneal-lr: the learning rate falls linearly from lr_from = (global_step, rate) to 0 at the end; a checkpoint
+    # holds the step it is at and its rate there, so a resumed run's schedule goes on from there without a jump
+    state = {"global_step": 0, "lr_from": (0, args.learning_rate), "run_dir": None}
+    state = restore(checkpoint, modules, state, rng=world == 1)  # several processes: new random streams below
+    global_step, lr_from = state["global_step"], state["lr_from"]
+    # whole updates from the step the run is at (the batch is today's: the processes may not be the saved run's)
+    end = global_step + max(args.total_timesteps - global_step, 0) // args.batch_size * args.batch_size
+    unit = f"updates of {args.batch_size} steps"
+    if rank == 0 and end != args.total_timesteps and global_step < args.total_timesteps:
+        print(f"note: --total-timesteps {args.total_timesteps} runs as {end}, a whole number of {unit}")
+    if checkpoint is not None and world > 1:
+        torch.manual_seed(args.seed + rank + global_step)
+    writer = open_run(args, state["run_dir"], global_step if args.resume else None) if rank == 0 else None
+    run_dir = writer and writer.log_dir
+    envs = make_envs(args.env_id, num_envs, args.frame_stack)
     rollout = make_rollout(num_steps, num_envs, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
@@ -485,15 +425,15 @@ def main(args: Args) -> dict:
     # LOOP
     start_time, start_step, sps = time.time(), global_step, 0
     episodic_returns, episodic_steps, recent_returns = [], [], deque(maxlen=20)
-    progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress and rank == 0)
-    # next_obs begins an episode where next_starts is True; lstm_state is --recurrent's memory (h, c), else None
-    next_obs, next_starts, lstm_state, ep_return, ep_length, lives = start_episodes(
-        envs, saved_episodes, agent.initial_state(num_envs, device), args.seed + rank * num_envs + global_step, device
-    )
-    del saved_episodes  # its tensors are replaced at the first step: then nothing refers to the checkpoint's file
-    for update in range(start_update, args.num_updates):
+    progress = ProgressReport(end, global_step, args.progress and rank == 0)
+    next_obs, infos = envs.reset(seed=args.seed + rank * num_envs + global_step)
+    next_obs, lives = torch.as_tensor(next_obs, device=device), infos.get("lives")
+    next_starts = torch.ones(num_envs, dtype=torch.bool, device=device)  # next_obs begins an episode here
+    lstm_state = agent.initial_state(num_envs, device)  # --recurrent's memory (h, c), else None
+    ep_return, ep_length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
+    while global_step < end:
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = annealed_lr(lr_anchor, update, args.num_updates)
+            optimizer.param_groups[0]["lr"] = annealed_lr(lr_from, global_step, end)
         rollout.final_values.zero_()
         rollout_state = lstm_state  # the memory before the rollout: the update replays it from here
         for t in range(num_steps):
@@ -551,18 +491,8 @@ def main(args: Args) -> dict:
         b_returns, b_values = (advantages + rollout.values).flatten(), rollout.values.flatten()
         b_obs, b_actions, b_advantages = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1), advantages.flatten()
         replay = (rollout_state, rollout.starts.flatten())  # --recurrent: the LSTM's first memory, where it is zeroed
-        loss, policy_loss, value_loss, entropy = a2c_loss(
-            agent,
-            b_obs,
-            b_actions,
-            b_advantages,
-            b_returns,
-            args.vf_coef,
-            args.ent_coef,
-            args.norm_adv,
-            distributed,
-            replay,
-        )
+        coefs = (args.vf_coef, args.ent_coef, args.norm_adv, distributed, replay)
+        loss, policy_loss, value_loss, entropy = a2c_loss(agent, b_obs, b_actions, b_advantages, b_returns, *coefs)
         optimizer.zero_grad()
         loss.backward()
         if distributed and all_reduce_mean(agent, stop["signal"] is not None, world):  # the gradients: their mean
@@ -580,33 +510,25 @@ def main(args: Args) -> dict:
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(global_step, sps, recent_returns)
-        end = args.num_updates * args.batch_size
         if rank == 0 and checkpoint_due(stop, args.checkpoint_every, global_step - args.batch_size, global_step, end):
-            state = {"global_step": global_step, "update": update + 1, "lr_anchor": lr_anchor, "run_dir": run_dir}
-            state["episodes"] = save_episodes(envs, next_obs, next_starts, lstm_state, ep_return, ep_length, world)
+            lr_now = (global_step, annealed_lr(lr_from, global_step, end))
+            state = {"global_step": global_step, "lr_from": lr_now, "run_dir": run_dir}
             write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "actor_critic_gae.py", modules, state)
         if stop["signal"] is not None:
             break
-    release_stop_signals()
-    progress.close()
+    catch_stop_signals(False)
+    progress.bar.stop()
     envs.close()
 
     # TEARDOWN
     eval_returns = []
     if writer is not None:
-        evaluation = partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
-        eval_returns, _, saved = finish_training(
-            args, "actor_critic_gae.py", stop, {"agent": agent}, evaluation, writer
-        )
-        close_run(writer, args.track)
-        print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
+        summary = (global_step, global_step - start_step, time.time() - start_time, recent_returns, "")
+        eval_returns = finish_run(args, "actor_critic_gae.py", writer, stop, {"agent": agent}, evaluation, summary)[0]
     if distributed:
         dist.destroy_process_group()
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
-    result |= {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
-    result |= {"interrupted": stop["signal"] is not None}
-    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
-    return result
+    return result | {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
 
 
 # 6. Environment
@@ -653,19 +575,13 @@ def rom_name(game: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
 
 
-def make_envs(env_id: str, num_envs: int, frame_stack=None, pickled: bytes | None = None) -> gym.vector.VectorEnv:
+def make_envs(env_id: str, num_envs: int, frame_stack=None) -> gym.vector.VectorEnv:
     """N environments stepped together, each reset inside the step that ends its episode, observations stacked by
-    frame_stack (None: 4 on Atari, else 1); pickled: those of a checkpoint (save_episodes), as they were, or None
-    where they cannot be unpickled."""
+    frame_stack (None: 4 on Atari, else 1)."""
     game = atari_game(env_id)
     if game is None:
-        make = [partial(make_env, env_id, frame_stack)] * num_envs
-        if pickled is not None:
-            try:
-                make = [lambda env=env: env for env in pickle.loads(pickled)]
-            except Exception:  # noqa: BLE001 (a class renamed or moved, another gymnasium: the caller starts anew)
-                return None
-        return gym.vector.SyncVectorEnv(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        make = partial(make_env, env_id, frame_stack)
+        return gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return ale_py.vector_env.AtariVectorEnv(
         rom_name(game),
         num_envs,
@@ -673,14 +589,14 @@ def make_envs(env_id: str, num_envs: int, frame_stack=None, pickled: bytes | Non
         frameskip=4,  # one agent step = 4 emulator frames, the action repeated
         maxpool=True,  # the max over the last two frames: sprites that flicker stay visible
         noop_max=30,  # up to 30 no-ops at reset, so that episodes start in varied states
-        use_fire_reset=True,  # press FIRE at reset in games that wait for it
+        use_fire_reset=True,  # press FIRE at reset in every game whose action set has it
         img_height=84,
         img_width=84,
         grayscale=True,
         stack_num=frame_stack or 4,  # observation (frame_stack, 84, 84) uint8: the last preprocessed frames
         reward_clipping=False,  # we clip for learning and log the real score
         episodic_life=False,  # an episode is a whole game; the loop makes life loss terminal for learning
-        repeat_action_probability=0.25 if env_id.startswith("ALE/") else 0.0,  # v5 sticky actions
+        repeat_action_probability=0.25 if env_id.startswith("ALE/") else 0.0,  # v5 ids are sticky
         max_num_frames_per_episode=108_000,  # 30 minutes of play, then truncation
     )
 
@@ -717,61 +633,37 @@ def make_rollout(num_steps: int, num_envs: int, obs_space: gym.Space, action_spa
 
 
 # 8. Plumbing
-def supported_env_ids() -> list[str]:
-    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
-    Box2D, MuJoCo), a user's registered ids, and the Atari ids (ALE/Pong-v5, PongNoFrameskip-v4); not toy text
-    (discrete observations) or the JAX versions under phys2d/ and tabular/."""
-    gym.register_envs(ale_py)
-    entry = {k: str(spec.entry_point) for k, spec in gym.registry.items() if spec.namespace is None or atari_game(k)}
-    return [k for k, e in entry.items() if atari_game(k) or not re.search("toy_text|ale_py", e)]
-
-
 def validate(args: Args) -> tuple[gym.Space, gym.Space]:
-    """Check every flag before any work; return the single observation and action spaces."""
-    sizes = "total_timesteps num_envs num_steps hidden_size lstm_size learning_rate max_grad_norm adam_eps"
-    check_ranges(args, positive=sizes, fraction="gamma gae_lambda", non_negative="vf_coef ent_coef")
-    check_run_flags(args)
+    """Every flag checked before any work; returns the single observation and action spaces."""
     game = atari_game(args.env_id)
-    if args.frame_stack is not None:
-        check_ranges(args, positive="frame_stack")
     if game is not None:
         with warnings.catch_warnings():  # ale-py warns before returning None; our one-line error says it all
             warnings.simplefilter("ignore")
-            rom = ale_py.roms.get_rom_path(rom_name(game))
-        if rom is None:
-            fail("--env-id", f"ale-py has no ROM {game!r} for {args.env_id}")
+            if ale_py.roms.get_rom_path(rom_name(game)) is None:
+                fail("--env-id", f"ale-py has no ROM {game!r} for {args.env_id}")
         if args.capture_video:
             fail("--capture-video", "is not supported for Atari ids; record a classic-control run instead")
-        envs = make_envs(args.env_id, 1, args.frame_stack)
-        spaces = envs.single_observation_space, envs.single_action_space
-        envs.close()
-        return spaces
-    check_env_id(args.env_id, supported_env_ids())
-    try:
-        env = make_env(args.env_id, args.frame_stack)
-    except gym.error.DependencyNotInstalled as e:
-        fail("--env-id", f"{args.env_id} cannot be created: {e}")
-    except ImportError as e:
-        fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
-    box = isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1
-    if not (isinstance(env.action_space, gym.spaces.Discrete) or box):
-        fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box or Atari")
-    if args.capture_video:
-        check_video(lambda: make_env(args.env_id, args.frame_stack, render_mode="rgb_array"))
+    sizes = "total_timesteps num_envs num_steps hidden_size lstm_size learning_rate max_grad_norm adam_eps"
+    sizes += " frame_stack" if args.frame_stack is not None else ""
+    make = partial(make_envs, args.env_id, 1) if game else partial(make_env, args.env_id)
+    env = check_args(args, partial(make, args.frame_stack), sizes, "gamma gae_lambda", "vf_coef ent_coef")
+    obs_space = getattr(env, "single_observation_space", env.observation_space)  # Atari: a vector env
+    action_space = getattr(env, "single_action_space", env.action_space)
     env.close()
-    return env.observation_space, env.action_space
+    box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    if not (isinstance(action_space, gym.spaces.Discrete) or box):
+        fail("--env-id", f"{args.env_id} has action space {action_space}; valid: Discrete or 1-D Box")
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) in ((1, 3) if game else (1,))):
+        fail("--env-id", f"{args.env_id} has observation space {obs_space}; valid: 1-D Box or Atari")
+    return obs_space, action_space
 
 
-def evaluate(
-    agent: ActorCritic, env_id: str, frame_stack: int | None, episodes: int, seed: int, video_dir=None
-) -> tuple:
+def evaluate(agent: ActorCritic, env_id: str, frame_stack, episodes: int, seed: int, video_dir=None) -> tuple:
     """Whole episodes with the policy's deterministic action (argmax or mean), --recurrent's memory carried from
-    step to step and zeroed at each episode's start; returns their real returns.
-    Atari: after a lost life FIRE is pressed in games that wait for it, as at reset; a greedy policy that never
-    picks FIRE would otherwise stand still until the time limit (training leaves it to the sampled actions).
-    Returns (returns, None): no success to report."""
+    step to step and zeroed at each episode's start; returns (their real returns, None: no success to report).
+    Atari: after each lost life, as at reset, FIRE is pressed in every game whose action set has it, so that a
+    greedy policy that never picks it cannot stand until the time limit in a game that waits for it (training
+    leaves it to the sampled actions)."""
     device = next(agent.parameters()).device
     if video_dir:
         env = make_env(env_id, frame_stack, render_mode="rgb_array")
@@ -804,50 +696,9 @@ def evaluate(
     return returns, None
 
 
-def saved_evaluation(args: Args, saved: dict, device):
-    """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
-    obs_space, action_space = validate(args)
-    agent = make_agent(args, obs_space, action_space).to(device)
-    agent.load_state_dict(saved["agent"])
-    return partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
-
-
-def start_episodes(envs, episodes: dict | None, initial_state, seed: int, device) -> tuple:
-    """The loop's (next_obs, next_starts, lstm_state, ep_return, ep_length, lives) before its first step: new
-    episodes from envs.reset(seed=seed) with the initial memory, or a checkpoint's episodes (save_episodes) where
-    they were (never Atari's, so no lives)."""
-    lives = None
-    if episodes is None:
-        next_obs, infos = envs.reset(seed=seed)
-        n, lives = envs.num_envs, infos.get("lives")
-        episodes = {"next_obs": torch.as_tensor(next_obs), "next_starts": torch.ones(n, dtype=torch.bool)}
-        episodes |= {"lstm_state": initial_state, "ep_return": np.zeros(n), "ep_length": np.zeros(n, dtype=np.int64)}
-    lstm_state = episodes["lstm_state"] and tuple(s.to(device) for s in episodes["lstm_state"])
-    next_obs, next_starts = episodes["next_obs"].to(device), episodes["next_starts"].to(device)
-    return next_obs, next_starts, lstm_state, episodes["ep_return"], episodes["ep_length"], lives
-
-
-def save_episodes(envs, next_obs, next_starts, lstm_state, ep_return, ep_length, world: int) -> dict | None:
-    """For the checkpoint, the episodes in progress, so that a resumed run continues them exactly as if it had
-    never stopped: gymnasium's environments pickled (their state and random streams), the observations, the
-    memory and the returns so far. None, and a resumed run starts new episodes, under torchrun (the checkpoint
-    is one process's) and for ale-py's vector env or an environment that cannot be pickled."""
-    if world > 1 or not isinstance(envs, gym.vector.SyncVectorEnv):
-        return None
-    try:
-        pickled = pickle.dumps(envs.envs)
-    except Exception:  # noqa: BLE001 (a user's environment holding a lock, a file, a simulator handle...)
-        return None
-    lstm_state = lstm_state and tuple(s.cpu() for s in lstm_state)
-    episodes = {"envs": pickled, "next_obs": next_obs.cpu(), "next_starts": next_starts.cpu()}
-    return episodes | {"lstm_state": lstm_state, "ep_return": ep_return.copy(), "ep_length": ep_length.copy()}
-
-
 def all_reduce_mean(agent: nn.Module, stopping: bool, world: int) -> bool:
     """torchrun: each gradient of agent becomes its mean over the processes, in one all_reduce that also sums
     their stop flags; returns whether any process was asked to stop."""
-    import torch.distributed as dist
-
     grads = [p.grad for p in agent.parameters()]
     flat = torch.cat([g.flatten() for g in grads] + [torch.tensor([float(stopping)], device=grads[0].device)])
     dist.all_reduce(flat)
@@ -864,87 +715,56 @@ def fail(flag: str, message: str):
     raise SystemExit(2)
 
 
-def check_env_id(env_id: str, supported: list[str]):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
-    A typo is answered with the closest of the ids this script supports."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, supported, n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-
-
-def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
-    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
-    fraction (in [0, 1]) and non_negative (0 or more)."""
-    ranges = [
-        (positive, "positive", lambda v: v > 0),
-        (fraction, "in [0, 1]", lambda v: 0 <= v <= 1),
-        (non_negative, "0 or more", lambda v: v >= 0),
-    ]
-    for names, valid, within in ranges:
-        for name in names.split():
-            if not within(getattr(args, name)):
-                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
-
-
-def check_video(make_video_env):
-    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
-    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
-    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
-    problem = None
-    try:
-        with make_video_env() as env:
-            env.reset(seed=0)
-            env.render()
-    except gym.error.DependencyNotInstalled as e:  # pygame, or another package of the renderer
-        missing, problem = (missing + ["pygame"], None) if importlib.util.find_spec("pygame") is None else (missing, e)
-    except TypeError as e:  # a user's environment whose constructor takes no render_mode
-        problem = e
-    if missing:
-        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
-    if problem is not None:
-        fail("--capture-video", f"the environment cannot render: {problem}")
-
-
-def check_run_flags(args):
-    """The flags of the user's loop, the same in every script: seeds, evaluation, checkpoints, --track (which
-    needs wandb, an optional package)."""
-    check_ranges(args, non_negative="seed eval_episodes checkpoint_every torch_threads")
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+def check_args(args, make, positive: str = "", fraction: str = "", non_negative: str = "") -> gym.Env:
+    """Flags in their ranges, then env = make() (gymnasium names what is wrong) and --capture-video's packages."""
+    non_negative += " seed eval_episodes checkpoint_every torch_threads"
+    ranges = [("positive", positive, lambda v: v > 0), ("in [0, 1]", fraction, lambda v: 0 <= v <= 1)]
+    for valid, names, within in [*ranges, ("0 or more", non_negative, lambda v: v >= 0)]:
+        for name in (name for name in names.split() if not within(getattr(args, name))):
+            fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
+    if (args.capture_video or args.evaluate) and args.eval_episodes == 0:
+        fail("--eval-episodes", "--capture-video and --evaluate run evaluation episodes: give at least 1")
     if args.track and importlib.util.find_spec("wandb") is None:
         fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+    try:
+        env = make()  # gymnasium also imports the module of a "module:EnvId"
+    except (gym.error.Error, ImportError) as e:
+        fail("--env-id", str(e))
+    missing = [] if importlib.util.find_spec("moviepy") or not args.capture_video else ["moviepy"]
+    try:
+        if args.capture_video and os.environ.setdefault("SDL_VIDEODRIVER", "dummy"):  # else SDL prints "error:" lines
+            with make(render_mode="rgb_array") as video_env:
+                video_env.reset(seed=0)
+                video_env.render()
+    except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
+        if not isinstance(e, gym.error.DependencyNotInstalled) or importlib.util.find_spec("pygame"):
+            fail("--capture-video", f"the environment cannot render: {e}")
+        missing.append("pygame")
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    return env
 
 
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
-    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    return run_dir
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seeds, threads (0: torch's default), cuDNN's determinism; the device: with --cuda this process's GPU if any."""
+    torch.set_num_threads(torch_threads or torch.get_num_threads())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cuda and torch.cuda.is_available() else "cpu")
 
 
-def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
-    """Say where the run writes (its first line); open its TensorBoard writer, the flags as a table (TEXT tab),
-    dropping what an earlier process logged after resumed_at, the checkpoint's step. --track: W&B gets each scalar
-    as it is written, in ./wandb (inside runs/, TensorBoard would show its copy of the curves too)."""
-    print(f"run folder: {run_dir}{note}")
-    if args.track:
-        import wandb
-
-        name = os.path.basename(run_dir)  # and the id: a resumed run continues its W&B run
+def open_run(args, run_dir: str | None = None, resumed_at: int | None = None) -> SummaryWriter:
+    """Says first where the run writes: its folder if resumed (TensorBoard dropping what came after resumed_at), else
+    a new runs/{env_id}__{exp_name}__{seed}__{unix_time}, flat for ALE/Pong-v5. The flags as a table; --track: W&B."""
+    exp_name, unix_time = args.exp_name + ("-eval" if args.evaluate else ""), int(time.time())
+    while run_dir is None or (resumed_at is None and os.path.exists(run_dir)):  # never an earlier run's folder
+        run_dir = f"runs/{args.env_id.replace('/', '-')}__{exp_name}__{args.seed}__{unix_time}"
+        unix_time += 1
+    print(f"run folder: {run_dir}" + (f" (evaluating {args.evaluate})" if args.evaluate else ""))
+    if args.track:  # in ./wandb: inside runs/, TensorBoard would show its copy of the curves too
+        name, wandb = os.path.basename(run_dir), importlib.import_module("wandb")  # the id: resumed, the same W&B run
         run = {"name": name, "id": re.sub(r"[^\w-]", "-", name), "resume": "allow", "sync_tensorboard": True}
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
@@ -953,248 +773,126 @@ def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") 
     return writer
 
 
-def close_run(writer: SummaryWriter, track: bool):
-    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
-    writer.close()
-    if track:
-        import wandb
-
-        wandb.finish()
-
-
 class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+    """A rich progress bar on a terminal (bar.stop() ends it), a plain line every 10% otherwise, or nothing."""
 
     def __init__(self, total: int, start: int, enabled: bool):
         self.total, self.enabled, self.next_line = total, enabled, start
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            columns = [
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-            ]
-            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
-            self.bar = Progress(*columns)
-            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
-            self.bar.start()
+        columns = [*Progress.get_default_columns(), TextColumn("{task.fields[sps]} SPS, return {task.fields[ret]}")]
+        self.bar = Progress(*columns, disable=not (enabled and sys.stdout.isatty()))
+        self.task = self.bar.add_task("steps", total=total, completed=start, sps=0, ret="-")
+        self.bar.start()
 
     def update(self, step: int, sps: int, recent: deque):
         ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+        self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        if self.bar.disable and self.enabled and step >= self.next_line:
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {(self.total - step) / max(sps, 1):.0f}s | return {ret}")
             self.next_line += self.total // 10
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
-
-def say_rounded(total_timesteps: int, steps: int, unit: str):
-    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
-    if steps != total_timesteps:
-        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
-
-
-def multiples_between(before: int, after: int, every: int) -> int:
-    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
-    global_step moves from before to after, one every `every` steps whatever the number of environments."""
-    return after // every - before // every
-
-
-def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
-    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
-    in seconds), the mean of the recent returns, what it saved and how to look at it."""
-    sps = int(steps / seconds) if seconds > 0 else 0
-    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
-    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
-    print_paths(run_dir, saved)
-
-
-def print_paths(run_dir: str, saved: list):
-    """What a run saved, one path a line, and the command that shows its curves."""
-    for path in saved:
-        print(f"  saved: {path}")
-    print(f"  tensorboard --logdir {run_dir}")
-
-
-def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes its step, writes the checkpoint and
-    summary, and the script exits with 128 + the signal's number (130, 143), as shells and schedulers expect."""
+def catch_stop_signals(catch: bool = True) -> dict:
+    """SIGINT and SIGTERM set stop["signal"]: the loop checkpoints, then exits 130/143; catch=False restores them."""
     stop = {"signal": None}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        signal.signal(signum, (lambda received, _frame: stop.update(signal=received)) if catch else default)
     return stop
 
 
-def release_stop_signals():
-    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def exit_status(result: dict) -> int:
-    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
-    return 128 + result["signal"] if result.get("signal") else 0
-
-
-def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
-    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
-    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
-    process's), else the CPU."""
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = deterministic
-    return torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda and torch.cuda.is_available() else "cpu"
-    )
-
-
-def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
-    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
-    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
-    with rng, Python's, NumPy's and torch's random streams where they were."""
-    if checkpoint is None:
-        return tuple(state.values())
-    for name, module in modules.items():
-        module.load_state_dict(checkpoint[name])
-    if rng:
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-    return tuple(checkpoint.get(key, fresh) for key, fresh in state.items())  # older files: the new-run value
-
-
 def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
-    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
-    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
-    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+    """As global_step moves from before to after: on a stop; with --checkpoint-every, at its multiples and the end."""
+    return stop["signal"] is not None or (every > 0 and (after // every > before // every or after >= end))
 
 
 def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
-    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
-    streams and the loop's `state` (what restore reads back)."""
+    """The flags, `modules` ({name: network or optimizer}), random streams and `state`; atomic (written, renamed)."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     networks = {name: module.state_dict() for name, module in modules.items()}
-    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
-
-
-def save_atomically(obj, path: str):
-    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
-    torch.save(obj, path + ".tmp")
+    torch.save({"args": vars(args), "script": script, "rng": rng} | networks | state, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
-def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
-    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
-    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
-    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
-    if not os.path.isfile(path):
-        fail(flag, f"no file at {path!r}; valid: {valid}")
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> dict:
+    """`state` for a new run; a resumed one's by name (older files: the new-run value), `modules` and rng loaded."""
+    for name, module in modules.items() if checkpoint else ():
+        module.load_state_dict(checkpoint[name])
+    if checkpoint and rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return {key: checkpoint.get(key, fresh) for key, fresh in state.items()} if checkpoint else state
+
+
+def load_run(args, script: str, schedules: str = "") -> tuple:
+    """The checked file of --resume or --evaluate and the flags to go on with: the saved run's (a newer flag: its
+    default), but how to run it now and the length, --checkpoint-every and --save-model the command line gives."""
+    path, flag = (args.resume, "--resume") if args.resume else (args.evaluate, "--evaluate")
+    if args.resume and args.evaluate:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    if path is None:
+        return args, None
+    valid = f"valid: a {'model.pt or ' if args.evaluate else ''}checkpoint.pt of {script}"
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
-    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
-    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if owner != script:
-        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
-        fail(flag, f"{path!r} is {what}; valid: {valid}")
-    if flag == "--resume" and "global_step" not in checkpoint:
-        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
-    return checkpoint
-
-
-def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
-    stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it. A flag the saved run did not have yet takes its default, which that run ran with."""
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: missing, truncated, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); {valid}")
+    owner = saved.get("script") if isinstance(saved, dict) else None
+    if owner != script or (args.resume and "global_step" not in saved):
+        fail(flag, f"{path!r} is {'a model.pt' if owner == script else f'a file of {owner}'}; {valid}")
+    given = {a[2:].split("=")[0].replace("-", "_").removeprefix("no_") for a in sys.argv[1:] if a[:2] == "--"}
     now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
-    now += " track wandb_project_name wandb_entity"
-    kept = {}
-    for field in dataclasses.fields(Args):
-        given = (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        )
-        if field.init and field.name not in now.split() and not given:  # a flag newer than the file: its default
-            kept[field.name] = saved.get(field.name, field.default)
-    return dataclasses.replace(args, **kept)
+    now = {*now.split(), "track", "wandb_project_name", "wandb_entity"}  # how to run it now
+    now |= given & {"total_timesteps", "checkpoint_every", "save_model"}  # given: a new length extends the run
+    kept = {f.name: saved["args"].get(f.name, f.default) for f in dataclasses.fields(args) if f.init}
+    kept = {name: value for name, value in kept.items() if name not in now}
+    if ignored := [name for name in kept if name in given and kept[name] != getattr(args, name)]:
+        print(f"note: {', '.join('--' + n.replace('_', '-') for n in ignored)} ignored: the saved run keeps its own")
+    args, step, was = dataclasses.replace(args, **kept), saved.get("global_step", 0), saved["args"]["total_timesteps"]
+    if args.resume and step >= args.total_timesteps:
+        print(f"resume: step {step} of {args.total_timesteps}, already the end: nothing to train")
+    elif args.resume:
+        change = f"; --total-timesteps changes the run's length from {was}: {schedules}"
+        print(f"resume: step {step} of {args.total_timesteps}" + (change if args.total_timesteps != was else ""))
+    return args, saved
 
 
-def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
-    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
-    where = f"resume: step {global_step} of {total}"
-    if global_step >= total:
-        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
-        where += " train (a larger --total-timesteps extends it)"
-    elif total != saved_total:
-        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
-    print(where)
-
-
-def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
-    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
-    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
-    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
-    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
-    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: dict, evaluation, summary=()) -> tuple:
+    """After the loop (summary: global_step, steps, seconds, recent returns, extra) or for --evaluate: model.pt, loaded
+    back to evaluate what a user would load; the episodes of evaluation(video_dir) -> (returns, successes or None)."""
+    run_dir, returns, successes = writer.log_dir, [], None
+    saved = [f"{run_dir}/checkpoint.pt"] if stop["signal"] or (args.checkpoint_every and summary) else []
     if stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
-        return [], None, saved
-    if args.save_model:
-        model_path = os.path.join(writer.log_dir, "model.pt")
-        model = {name: network.state_dict() for name, network in networks.items()}
-        save_atomically({"args": vars(args), "script": script} | model, model_path)
-        for name, network in networks.items():  # evaluate what a user would load
-            network.load_state_dict(torch.load(model_path, map_location="cpu")[name])
-        saved.append(model_path)
-    if args.eval_episodes == 0:
-        return [], None, saved
-    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
-    return returns, successes, saved + videos
-
-
-def evaluate_saved(args, script: str, load_evaluation) -> dict:
-    """--evaluate: the networks of a model.pt or checkpoint.pt, loaded by load_evaluation(args, saved, device) ->
-    evaluation, for --eval-episodes episodes (run_evaluation) in a new run folder {exp_name}-eval. No training."""
-    saved = load_checkpoint(args.evaluate, script, "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
-    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
-    evaluation = load_evaluation(args, saved, device)
-    del saved  # a checkpoint's replay
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
-    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
-    close_run(writer, args.track)
-    print_paths(run_dir, videos)
-    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
-
-
-def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
-    """The episodes of evaluation(video_dir) -> (returns, successes or None), with --capture-video into videos/;
-    an eval/ scalar for each, one line with their mean. Returns (returns, successes, [the video folder])."""
-    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
-    returns, successes = evaluation(video_dir=video_dir)
-    for i, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, i)
-        if successes:
-            writer.add_scalar("eval/success_rate", successes[i], i)
-    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
-    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
-    return returns, successes, [video_dir] if video_dir else []
+        print(f"stopped by signal {stop['signal']}; continue with --resume {saved[0]}")
+    elif args.save_model and summary:
+        saved.append(f"{run_dir}/model.pt")
+        write_checkpoint(saved[-1], args, script, networks, {})
+        for name, network in networks.items():
+            network.load_state_dict(torch.load(saved[-1], map_location="cpu", weights_only=False)[name])
+    if stop["signal"] is None and args.eval_episodes > 0:
+        saved += [f"{run_dir}/videos"] if args.capture_video else []
+        returns, successes = evaluation(video_dir=saved[-1] if args.capture_video else None)
+        for i, r in enumerate(returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+            if successes:
+                writer.add_scalar("eval/success_rate", successes[i], i)
+        rate = f", success rate {np.mean(successes):.2f}" if successes else ""
+        print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    writer.close()
+    if args.track:
+        importlib.import_module("wandb").finish()
+    if summary:
+        global_step, steps, seconds, recent, extra = summary
+        mean = f"{np.mean(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+        print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({int(steps / seconds)} SPS); ", end="")
+        print(f"mean return {mean}{extra}")
+    print("".join(f"  saved: {path}\n" for path in saved) + f"  tensorboard --logdir {run_dir}")
+    return returns, successes
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(exit_status(main(tyro.cli(Args))))
+        result = main(tyro.cli(Args))
+        sys.exit(128 + result["signal"] if result["signal"] else 0)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (evaluation): nothing to save
         print("stopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)

@@ -27,24 +27,19 @@ Departures from the paper, all common practice (Spinning Up's VPG does the same)
 - Advantages can be normalised per batch (--norm-adv, off by default), and an entropy bonus is available
   (--ent-coef, 0 by default).
 - With --no-reward-to-go every step of an episode is weighted by the return from the episode's first step
-  in the rollout, minus the baseline at that first state (the original REINFORCE; same mean, more variance).
+  in the rollout, minus the baseline at that first state: the original REINFORCE, with more variance and,
+  for gamma < 1, another mean (G_0 weights step t's term by gamma^t, the factor dropped above).
 
 Episode boundaries. Gymnasium 1.x vector envs reset a finished sub-environment inside the same step
 (autoreset mode SAME_STEP): `obs` is then already the next episode's first observation and the true last
 one is in info["final_obs"]. Returns never cross from one episode into the next. A *terminated* episode
-(the MDP ended) adds nothing after its last reward. A *truncated* episode (time limit) or one cut by the
-rollout's end would have gone on, so its return is completed with gamma * V(s_final), the baseline's value
-of the true final observation. A step that is both (gymnasium's TimeLimit also truncates an episode that
-terminates on its last allowed step) counts as terminated: nothing follows it. With --baseline none there
-is no V, and such tails count as zero: keep --num-steps longer than an episode then.
+(the MDP ended) adds nothing after its last reward. A *truncated* one (time limit, or cut by the rollout's
+end) is completed with gamma * V(s_final), V of its true final observation; one that is both terminated.
+With --baseline none such tails count as zero: keep --num-steps longer than an episode then.
 
 Usage:
-    python reinforce.py                                  # CartPole-v1, learned baseline, reward-to-go
-    python reinforce.py --baseline none --no-reward-to-go  # the original 1992 estimator
-    python reinforce.py --env-id Pendulum-v1 --total-timesteps 1000000 --num-steps 1000
-    python reinforce.py --save-model --checkpoint-every 50000      # model.pt at the end, checkpoint.pt on the way
-    python reinforce.py --resume runs/CartPole-v1__reinforce__1__1700000000/checkpoint.pt  # after Ctrl-C (exit 130)
-    python reinforce.py --evaluate runs/.../model.pt --eval-episodes 20 --capture-video  # no training
+    python reinforce.py --baseline none --no-reward-to-go       # the original 1992 estimator
+    python reinforce.py --save-model --checkpoint-every 50000   # then --resume .../checkpoint.pt, --evaluate model.pt
 
 TensorBoard keys:
     charts/episodic_return    undiscounted return of each finished training episode
@@ -59,8 +54,6 @@ TensorBoard keys:
 
 # 1. Imports
 import dataclasses
-import difflib
-import importlib
 import importlib.util
 import os
 import random
@@ -77,7 +70,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import tyro
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -240,33 +233,34 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 # 5. Training loop
 def main(args: Args) -> dict:
     # SETUP
-    if args.evaluate is not None:
-        return evaluate_saved(args, "reinforce.py", saved_evaluation)
-    checkpoint = load_checkpoint(args.resume, "reinforce.py") if args.resume else None
-    args = resume_args(args, checkpoint["args"]) if checkpoint else args  # the run's own flags (resume_args)
+    args, checkpoint = load_run(args, "reinforce.py", schedules="no schedule to keep")  # --resume or --evaluate
     probe_env = validate(args)
-    num_envs, num_steps = args.num_envs, args.num_steps
-    args.batch_size = num_envs * num_steps
-    args.num_updates = args.total_timesteps // args.batch_size
-    say_rounded(args.total_timesteps, args.num_updates * args.batch_size, f"updates of {args.batch_size} steps")
     device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
 
     obs_dim = probe_env.observation_space.shape[0]
     policy = Policy(obs_dim, probe_env.action_space, args.hidden_size).to(device)
     value = mlp(obs_dim, 1, args.hidden_size, out_gain=1.0).to(device)
+    evaluation = partial(evaluate, policy, args.env_id, args.eval_episodes, args.seed + 10_000)
+    if args.evaluate:  # no training: the saved policy's evaluation episodes, in a new run folder
+        policy.load_state_dict(checkpoint["policy"])
+        writer = open_run(args)
+        eval_returns = finish_run(args, "reinforce.py", writer, {"signal": None}, {}, evaluation)[0]
+        return {"run_dir": writer.log_dir, "global_step": 0, "eval_returns": eval_returns, "signal": None}
+    num_envs, num_steps = args.num_envs, args.num_steps
+    args.batch_size = num_envs * num_steps
+    args.num_updates = args.total_timesteps // args.batch_size
+    if (steps := args.num_updates * args.batch_size) != args.total_timesteps:
+        unit = f"updates of {args.batch_size} steps"
+        print(f"note: --total-timesteps {args.total_timesteps} runs as {steps}, a whole number of {unit}")
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     value_optimizer = torch.optim.Adam(value.parameters(), lr=args.vf_learning_rate)
     modules = {"policy": policy, "value": value, "policy_optimizer": policy_optimizer}
     modules["value_optimizer"] = value_optimizer
-    global_step, start_update, run_dir = restore(checkpoint, modules, {"global_step": 0, "update": 0, "run_dir": None})
-    if checkpoint is not None:
-        saved_total = checkpoint["args"]["total_timesteps"]
-        say_where_resumed(global_step, args.total_timesteps, saved_total, "no schedule to keep")
-        del checkpoint
-    run_dir = run_dir or new_run_dir(args.env_id, args.exp_name, args.seed)
-    writer = open_run(args, run_dir, resumed_at=global_step if args.resume else None)
-    # the environments restart from new episodes on resume: their state is not saved
-    envs = make_envs(args.env_id, num_envs)
+    state = restore(checkpoint, modules, {"global_step": 0, "update": 0, "run_dir": None})
+    global_step, checkpoint = state["global_step"], None
+    writer = open_run(args, state["run_dir"], resumed_at=global_step if args.resume else None)
+    run_dir = writer.log_dir
+    envs = make_envs(args.env_id, num_envs)  # a resumed run starts new episodes: their state is not saved
     envs.action_space.seed(args.seed + global_step)
     use_baseline = args.baseline == "value"
     rollout = make_rollout(num_steps, num_envs, probe_env.observation_space, probe_env.action_space, device)
@@ -281,7 +275,7 @@ def main(args: Args) -> dict:
     progress = ProgressReport(args.num_updates * args.batch_size, global_step, args.progress)
     next_obs, _ = envs.reset(seed=args.seed + global_step)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    for update in range(start_update, args.num_updates):
+    for update in range(state["update"], args.num_updates):
         rollout.next_values.zero_()
         for t in range(num_steps):
             # ACT
@@ -372,21 +366,16 @@ def main(args: Args) -> dict:
             write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, "reinforce.py", modules, state)
         if stop["signal"] is not None:
             break
-    release_stop_signals()
-    progress.close()
+    catch_stop_signals(False)
+    progress.bar.stop()
     envs.close()
 
     # TEARDOWN
-    evaluation = partial(evaluate, policy, args.env_id, args.eval_episodes, args.seed + 10_000)
+    summary = (global_step, global_step - start_step, time.time() - start_time, recent_returns, "")
     networks = {"policy": policy, "value": value}
-    eval_returns, _, saved = finish_training(args, "reinforce.py", stop, networks, evaluation, writer)
-    close_run(writer, args.track)
-    print_summary(run_dir, global_step, global_step - start_step, time.time() - start_time, recent_returns, saved)
+    eval_returns, _ = finish_run(args, "reinforce.py", writer, stop, networks, evaluation, summary)
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
-    result |= {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
-    result |= {"interrupted": stop["signal"] is not None}
-    result["final_return"] = float(np.mean(recent_returns)) if recent_returns else float("nan")
-    return result
+    return result | {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
 
 
 # 6. Environment
@@ -415,54 +404,30 @@ class Rollout:
 
 def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, device) -> Rollout:
     zeros = lambda *shape, dtype=torch.float32: torch.zeros((T, N, *shape), dtype=dtype, device=device)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    return Rollout(
-        obs=zeros(*obs_space.shape),
-        actions=zeros(dtype=torch.long) if discrete else zeros(*action_space.shape),
-        rewards=zeros(),
-        terminations=zeros(dtype=torch.bool),
-        truncations=zeros(dtype=torch.bool),
-        next_values=zeros(),
-    )
+    actions = zeros(dtype=torch.long) if isinstance(action_space, gym.spaces.Discrete) else zeros(*action_space.shape)
+    return Rollout(zeros(*obs_space.shape), actions, zeros(), zeros(dtype=torch.bool), zeros(dtype=torch.bool), zeros())
 
 
 # 8. Plumbing
-def supported_env_ids() -> list[str]:
-    """The ids a typo is matched against: gymnasium's own families with vector observations (classic control,
-    Box2D, MuJoCo) and a user's registered ids; not toy text (discrete observations) or the JAX versions under
-    phys2d/ and tabular/."""
-    return [k for k, spec in gym.registry.items() if spec.namespace is None and "toy_text" not in str(spec.entry_point)]
-
-
 def validate(args: Args) -> gym.Env:
     """Check every flag before any work; return one probe environment to read the spaces from."""
     sizes = "total_timesteps num_envs num_steps hidden_size vf_iters learning_rate vf_learning_rate"
-    check_ranges(args, positive=sizes, fraction="gamma", non_negative="ent_coef")
+    make = partial(gym.make, args.env_id)
+    env = check_args(args, make, positive=sizes, fraction="gamma", non_negative="ent_coef")
     if args.total_timesteps < args.num_envs * args.num_steps:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
-    check_run_flags(args)
-    check_env_id(args.env_id, supported_env_ids())
-    try:
-        env = gym.make(args.env_id)
-    except gym.error.DependencyNotInstalled as e:
-        fail("--env-id", f"{args.env_id} cannot be created: {e}")
-    except ImportError as e:
-        fail("--env-id", f"{args.env_id} cannot be created, a package is missing: {e}")
-    if args.capture_video:
-        check_video(lambda: gym.make(args.env_id, render_mode="rgb_array"))
-    if not (
-        isinstance(env.action_space, gym.spaces.Discrete)
-        or (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1)
-    ):
+    if args.norm_adv and args.num_envs * args.num_steps == 1:
+        fail("--norm-adv", "needs a batch of at least 2 steps (--num-envs * --num-steps) to take a standard deviation")
+    vector = lambda space: isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+    if not (isinstance(env.action_space, gym.spaces.Discrete) or vector(env.action_space)):
         fail("--env-id", f"{args.env_id} has action space {env.action_space}; valid: Discrete or 1-D Box")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+    if not vector(env.observation_space):
         fail("--env-id", f"{args.env_id} has observation space {env.observation_space}; valid: 1-D Box")
     return env
 
 
 def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir=None) -> tuple:
-    """Run the policy's deterministic action (argmax or mean) for whole episodes; return their returns (and None:
-    no success to report)."""
+    """The policy's deterministic action (argmax or mean) for whole episodes: (their returns, None)."""
     device = next(policy.parameters()).device
     env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
     if video_dir:
@@ -484,102 +449,62 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir=No
     return returns, None
 
 
-def saved_evaluation(args: Args, saved: dict, device):
-    """--evaluate: the saved policy, for evaluate_saved; deterministic actions."""
-    probe_env = validate(args)
-    policy = Policy(probe_env.observation_space.shape[0], probe_env.action_space, args.hidden_size).to(device)
-    policy.load_state_dict(saved["policy"])
-    probe_env.close()
-    return partial(evaluate, policy, args.env_id, args.eval_episodes, args.seed + 10_000)
-
-
 def fail(flag: str, message: str):
     """Bad input: one line naming the flag, exit status 2, no traceback."""
     print(f"error: {flag}: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
-def check_env_id(env_id: str, supported: list[str]):
-    """--env-id: a registered id, or gymnasium's "module:EnvId" form, whose module is imported to register it.
-    A typo is answered with the closest of the ids this script supports."""
-    module, _, name = env_id.rpartition(":")
-    if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail("--env-id", f"cannot import {module!r} for {env_id!r} (is its folder on PYTHONPATH?): {e}")
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, supported, n=3)
-        fail("--env-id", f"unknown environment {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-
-
-def check_ranges(args, positive: str = "", fraction: str = "", non_negative: str = ""):
-    """Fail on the first flag out of its range; each argument names fields, space-separated: positive (> 0),
-    fraction (in [0, 1]) and non_negative (0 or more)."""
-    ranges = [
-        (positive, "positive", lambda v: v > 0),
-        (fraction, "in [0, 1]", lambda v: 0 <= v <= 1),
-        (non_negative, "0 or more", lambda v: v >= 0),
-    ]
-    for names, valid, within in ranges:
-        for name in names.split():
-            if not within(getattr(args, name)):
-                fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
-
-
-def check_video(make_video_env):
-    """--capture-video, before any work: every package recording needs, named in one line (moviepy writes the
-    files; the renderer may need pygame), then one frame rendered as a check. Frames are drawn off-screen, so SDL
-    gets its dummy video driver: without a display it would print stray "error:" lines of its own."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    missing = [] if importlib.util.find_spec("moviepy") else ["moviepy"]
-    problem = None
-    try:
-        with make_video_env() as env:
-            env.reset(seed=0)
-            env.render()
-    except gym.error.DependencyNotInstalled as e:  # pygame, or another package of the renderer
-        missing, problem = (missing + ["pygame"], None) if importlib.util.find_spec("pygame") is None else (missing, e)
-    except TypeError as e:  # a user's environment whose constructor takes no render_mode
-        problem = e
-    if missing:
-        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
-    if problem is not None:
-        fail("--capture-video", f"the environment cannot render: {problem}")
-
-
-def check_run_flags(args):
-    """The flags of the user's loop, the same in every script: seeds, evaluation, checkpoints, --track (which
-    needs wandb, an optional package)."""
-    check_ranges(args, non_negative="seed eval_episodes checkpoint_every torch_threads")
-    if args.capture_video and args.eval_episodes == 0:
-        fail("--capture-video", "records the evaluation episodes, so it needs --eval-episodes of at least 1")
-    if args.evaluate is not None and args.eval_episodes == 0:
-        fail("--eval-episodes", "--evaluate runs evaluation episodes only: give at least 1")
-    if args.evaluate is not None and args.resume is not None:
-        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+def check_args(args, make, positive: str = "", fraction: str = "", non_negative: str = "") -> gym.Env:
+    """Flags in their ranges, then env = make() (gymnasium names what is wrong) and --capture-video's packages."""
+    non_negative += " seed eval_episodes checkpoint_every torch_threads"
+    ranges = [("positive", positive, lambda v: v > 0), ("in [0, 1]", fraction, lambda v: 0 <= v <= 1)]
+    for valid, names, within in [*ranges, ("0 or more", non_negative, lambda v: v >= 0)]:
+        for name in (name for name in names.split() if not within(getattr(args, name))):
+            fail("--" + name.replace("_", "-"), f"must be {valid}, got {getattr(args, name)}")
+    if (args.capture_video or args.evaluate) and args.eval_episodes == 0:
+        fail("--eval-episodes", "--capture-video and --evaluate run evaluation episodes: give at least 1")
     if args.track and importlib.util.find_spec("wandb") is None:
         fail("--track", "needs wandb: pip install wandb (then wandb login, or WANDB_MODE=offline to keep runs on disk)")
+    try:
+        env = make()  # gymnasium also imports the module of a "module:EnvId"
+    except (gym.error.Error, ImportError) as e:
+        fail("--env-id", str(e))
+    missing = [] if importlib.util.find_spec("moviepy") or not args.capture_video else ["moviepy"]
+    try:
+        if args.capture_video and os.environ.setdefault("SDL_VIDEODRIVER", "dummy"):  # else SDL prints "error:" lines
+            with make(render_mode="rgb_array") as video_env:
+                video_env.reset(seed=0)
+                video_env.render()
+    except (gym.error.DependencyNotInstalled, TypeError) as e:  # TypeError: a constructor without render_mode
+        if not isinstance(e, gym.error.DependencyNotInstalled) or importlib.util.find_spec("pygame"):
+            fail("--capture-video", f"the environment cannot render: {e}")
+        missing.append("pygame")
+    if missing:
+        fail("--capture-video", f"needs {' and '.join(missing)} to record videos: pip install {' '.join(missing)}")
+    return env
 
 
-def new_run_dir(env_id: str, exp_name: str, seed: int) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix_time}, a folder no earlier run used. The "/" of a namespaced id
-    (ALE/Pong-v5) becomes "-", so that every run is one folder directly under runs/."""
-    unix_time = int(time.time())
-    while os.path.exists(run_dir := f"runs/{env_id.replace('/', '-')}__{exp_name}__{seed}__{unix_time}"):
-        unix_time += 1  # never write into an earlier run's folder
-    return run_dir
+def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
+    """Seeds, threads (0: torch's default), cuDNN's determinism; the device: with --cuda this process's GPU if any."""
+    torch.set_num_threads(torch_threads or torch.get_num_threads())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cuda and torch.cuda.is_available() else "cpu")
 
 
-def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") -> SummaryWriter:
-    """Say where the run writes (its first line); open its TensorBoard writer, the flags as a table (TEXT tab),
-    dropping what an earlier process logged after resumed_at, the checkpoint's step. --track: W&B gets each scalar
-    as it is written, in ./wandb (inside runs/, TensorBoard would show its copy of the curves too)."""
-    print(f"run folder: {run_dir}{note}")
-    if args.track:
-        import wandb
-
-        name = os.path.basename(run_dir)  # and the id: a resumed run continues its W&B run
+def open_run(args, run_dir: str | None = None, resumed_at: int | None = None) -> SummaryWriter:
+    """Says first where the run writes: its folder if resumed (TensorBoard dropping what came after resumed_at), else
+    a new runs/{env_id}__{exp_name}__{seed}__{unix_time}, flat for ALE/Pong-v5. The flags as a table; --track: W&B."""
+    exp_name, unix_time = args.exp_name + ("-eval" if args.evaluate else ""), int(time.time())
+    while run_dir is None or (resumed_at is None and os.path.exists(run_dir)):  # never an earlier run's folder
+        run_dir = f"runs/{args.env_id.replace('/', '-')}__{exp_name}__{args.seed}__{unix_time}"
+        unix_time += 1
+    print(f"run folder: {run_dir}" + (f" (evaluating {args.evaluate})" if args.evaluate else ""))
+    if args.track:  # in ./wandb: inside runs/, TensorBoard would show its copy of the curves too
+        name, wandb = os.path.basename(run_dir), importlib.import_module("wandb")  # the id: resumed, the same W&B run
         run = {"name": name, "id": re.sub(r"[^\w-]", "-", name), "resume": "allow", "sync_tensorboard": True}
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     writer = SummaryWriter(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
@@ -588,248 +513,126 @@ def open_run(args, run_dir: str, resumed_at: int | None = None, note: str = "") 
     return writer
 
 
-def close_run(writer: SummaryWriter, track: bool):
-    """Flush TensorBoard's writer; with --track, send what is left and close the Weights & Biases run."""
-    writer.close()
-    if track:
-        import wandb
-
-        wandb.finish()
-
-
 class ProgressReport:
-    """A rich progress bar on a terminal, a plain line every 10% otherwise, nothing with --no-progress."""
+    """A rich progress bar on a terminal (bar.stop() ends it), a plain line every 10% otherwise, or nothing."""
 
     def __init__(self, total: int, start: int, enabled: bool):
         self.total, self.enabled, self.next_line = total, enabled, start
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            columns = [
-                TextColumn("[bold]steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} SPS"),
-            ]
-            columns += [TimeRemainingColumn(), TextColumn("return {task.fields[ret]}")]
-            self.bar = Progress(*columns)
-            self.task = self.bar.add_task("train", total=total, completed=start, sps=0, ret="-")
-            self.bar.start()
+        columns = [*Progress.get_default_columns(), TextColumn("{task.fields[sps]} SPS, return {task.fields[ret]}")]
+        self.bar = Progress(*columns, disable=not (enabled and sys.stdout.isatty()))
+        self.task = self.bar.add_task("steps", total=total, completed=start, sps=0, ret="-")
+        self.bar.start()
 
     def update(self, step: int, sps: int, recent: deque):
         ret = f"{sum(recent) / len(recent):.1f}" if recent else "-"  # called every step: np.mean would copy
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, sps=sps, ret=ret)
-        elif self.enabled and step >= self.next_line:
-            eta = (self.total - step) / max(sps, 1)
-            print(f"step {step}/{self.total} | {sps} SPS | ETA {eta:.0f}s | return {ret}", flush=True)
+        self.bar.update(self.task, completed=step, sps=sps, ret=ret)
+        if self.bar.disable and self.enabled and step >= self.next_line:
+            print(f"step {step}/{self.total} | {sps} SPS | ETA {(self.total - step) / max(sps, 1):.0f}s | return {ret}")
             self.next_line += self.total // 10
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
-
-def say_rounded(total_timesteps: int, steps: int, unit: str):
-    """One line when the loop cannot stop at exactly --total-timesteps: the steps it takes instead."""
-    if steps != total_timesteps:
-        print(f"note: --total-timesteps {total_timesteps} runs as {steps}, a whole number of {unit}")
-
-
-def multiples_between(before: int, after: int, every: int) -> int:
-    """How many multiples of `every` lie in (before, after]: the gradient steps (or target updates) due when
-    global_step moves from before to after, one every `every` steps whatever the number of environments."""
-    return after // every - before // every
-
-
-def print_summary(run_dir: str, global_step: int, steps: int, seconds: float, recent: deque, saved: list, extra=""):
-    """The last lines of every run, finished or stopped: where it is (global_step), what this process did (steps
-    in seconds), the mean of the recent returns, what it saved and how to look at it."""
-    sps = int(steps / seconds) if seconds > 0 else 0
-    mean = f"{sum(recent) / len(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
-    print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({sps} SPS); mean return {mean}{extra}")
-    print_paths(run_dir, saved)
-
-
-def print_paths(run_dir: str, saved: list):
-    """What a run saved, one path a line, and the command that shows its curves."""
-    for path in saved:
-        print(f"  saved: {path}")
-    print(f"  tensorboard --logdir {run_dir}")
-
-
-def catch_stop_signals() -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM only set stop["signal"]: the loop finishes its step, writes the checkpoint and
-    summary, and the script exits with 128 + the signal's number (130, 143), as shells and schedulers expect."""
+def catch_stop_signals(catch: bool = True) -> dict:
+    """SIGINT and SIGTERM set stop["signal"]: the loop checkpoints, then exits 130/143; catch=False restores them."""
     stop = {"signal": None}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _frame: stop.update(signal=received))
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        signal.signal(signum, (lambda received, _frame: stop.update(signal=received)) if catch else default)
     return stop
 
 
-def release_stop_signals():
-    """After the loop: SIGINT and SIGTERM stop the process again (an evaluation that follows has nothing to save)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def exit_status(result: dict) -> int:
-    """0 for a run that ended, 128 + the signal's number for one that a signal stopped."""
-    return 128 + result["signal"] if result.get("signal") else 0
-
-
-def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
-    """Seed Python's, NumPy's and torch's random streams; --torch-threads (0: torch's own default) and cudnn's
-    determinism. Returns the device to train on: the GPU with --cuda where there is one (under torchrun, this
-    process's), else the CPU."""
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = deterministic
-    return torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda and torch.cuda.is_available() else "cpu"
-    )
-
-
-def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> tuple:
-    """The loop's state to start from, a tuple in the order of `state`: its values as given for a new run; for a
-    resumed one the checkpoint's, with each network and optimizer of `modules` ({name: module}) loaded from it and,
-    with rng, Python's, NumPy's and torch's random streams where they were."""
-    if checkpoint is None:
-        return tuple(state.values())
-    for name, module in modules.items():
-        module.load_state_dict(checkpoint[name])
-    if rng:
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-    return tuple(checkpoint.get(key, fresh) for key, fresh in state.items())  # older files: the new-run value
-
-
 def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
-    """Whether the loop writes its checkpoint now, global_step having moved from before to after: when a signal
-    asks it to stop, and with --checkpoint-every, at each multiple of it and at the end of the run."""
-    return stop["signal"] is not None or (every > 0 and (multiples_between(before, after, every) > 0 or after >= end))
+    """As global_step moves from before to after: on a stop; with --checkpoint-every, at its multiples and the end."""
+    return stop["signal"] is not None or (every > 0 and (after // every > before // every or after >= end))
 
 
 def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
-    """checkpoint.pt: the flags, the state of each network and optimizer of `modules` ({name: module}), the random
-    streams and the loop's `state` (what restore reads back)."""
+    """The flags, `modules` ({name: network or optimizer}), random streams and `state`; atomic (written, renamed)."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     networks = {name: module.state_dict() for name, module in modules.items()}
-    save_atomically({"args": vars(args), "script": script, "rng": rng} | networks | state, path)
-
-
-def save_atomically(obj, path: str):
-    """Write then rename: a crash mid-write never leaves a broken file in place of the last good one."""
-    torch.save(obj, path + ".tmp")
+    torch.save({"args": vars(args), "script": script, "rng": rng} | networks | state, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
-def load_checkpoint(path: str, script: str, flag: str = "--resume") -> dict:
-    """A file this script saved, else one line naming the flag and exit 2 (nothing is written): --resume takes a
-    checkpoint.pt, --evaluate a model.pt or a checkpoint.pt."""
-    valid = f"a checkpoint.pt of {script}" if flag == "--resume" else f"a model.pt or checkpoint.pt of {script}"
-    if not os.path.isfile(path):
-        fail(flag, f"no file at {path!r}; valid: {valid}")
+def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = True) -> dict:
+    """`state` for a new run; a resumed one's by name (older files: the new-run value), `modules` and rng loaded."""
+    for name, module in modules.items() if checkpoint else ():
+        module.load_state_dict(checkpoint[name])
+    if checkpoint and rng:
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    return {key: checkpoint.get(key, fresh) for key, fresh in state.items()} if checkpoint else state
+
+
+def load_run(args, script: str, schedules: str = "") -> tuple:
+    """The checked file of --resume or --evaluate and the flags to go on with: the saved run's (a newer flag: its
+    default), but how to run it now and the length, --checkpoint-every and --save-model the command line gives."""
+    path, flag = (args.resume, "--resume") if args.resume else (args.evaluate, "--evaluate")
+    if args.resume and args.evaluate:
+        fail("--evaluate", "evaluates a saved model without training; leave out --resume")
+    if path is None:
+        return args, None
+    valid = f"valid: a {'model.pt or ' if args.evaluate else ''}checkpoint.pt of {script}"
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
-    except Exception as e:  # noqa: BLE001 (whatever fails to read it: truncated, corrupt, not torch.save)
-        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); valid: {valid}")
-    owner = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if owner != script:
-        what = f"a file of {owner}" if isinstance(owner, str) else "not a file this script saved"
-        fail(flag, f"{path!r} is {what}; valid: {valid}")
-    if flag == "--resume" and "global_step" not in checkpoint:
-        fail(flag, f"{path!r} is a model.pt, without the training state; valid: {valid}")
-    return checkpoint
-
-
-def resume_args(args: Args, saved: dict) -> Args:
-    """The flags of a resumed (or evaluated) run: the saved run's own, except how to run it now (device, output,
-    evaluation, tracking), which this command line sets. --total-timesteps, --checkpoint-every and --save-model
-    stay the run's own unless given with a value other than their default: a run length given on purpose extends
-    (or ends) it. A flag the saved run did not have yet takes its default, which that run ran with."""
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: a big replay
+    except Exception as e:  # noqa: BLE001 (whatever fails to read it: missing, truncated, not torch.save)
+        fail(flag, f"{path!r} is not a readable checkpoint ({type(e).__name__}); {valid}")
+    owner = saved.get("script") if isinstance(saved, dict) else None
+    if owner != script or (args.resume and "global_step" not in saved):
+        fail(flag, f"{path!r} is {'a model.pt' if owner == script else f'a file of {owner}'}; {valid}")
+    given = {a[2:].split("=")[0].replace("-", "_").removeprefix("no_") for a in sys.argv[1:] if a[:2] == "--"}
     now = "resume evaluate cuda torch_threads progress eval_episodes eval_epsilon capture_video checkpoint_replay"
-    now += " track wandb_project_name wandb_entity"
-    kept = {}
-    for field in dataclasses.fields(Args):
-        given = (
-            field.name in ("total_timesteps", "checkpoint_every", "save_model")
-            and getattr(args, field.name) != field.default
-        )
-        if field.init and field.name not in now.split() and not given:  # a flag newer than the file: its default
-            kept[field.name] = saved.get(field.name, field.default)
-    return dataclasses.replace(args, **kept)
+    now = {*now.split(), "track", "wandb_project_name", "wandb_entity"}  # how to run it now
+    now |= given & {"total_timesteps", "checkpoint_every", "save_model"}  # given: a new length extends the run
+    kept = {f.name: saved["args"].get(f.name, f.default) for f in dataclasses.fields(args) if f.init}
+    kept = {name: value for name, value in kept.items() if name not in now}
+    if ignored := [name for name in kept if name in given and kept[name] != getattr(args, name)]:
+        print(f"note: {', '.join('--' + n.replace('_', '-') for n in ignored)} ignored: the saved run keeps its own")
+    args, step, was = dataclasses.replace(args, **kept), saved.get("global_step", 0), saved["args"]["total_timesteps"]
+    if args.resume and step >= args.total_timesteps:
+        print(f"resume: step {step} of {args.total_timesteps}, already the end: nothing to train")
+    elif args.resume:
+        change = f"; --total-timesteps changes the run's length from {was}: {schedules}"
+        print(f"resume: step {step} of {args.total_timesteps}" + (change if args.total_timesteps != was else ""))
+    return args, saved
 
 
-def say_where_resumed(global_step: int, total: int, saved_total: int, schedules: str):
-    """One line on what a resumed run does: go on to the end of its run, to a new end, or nothing at all."""
-    where = f"resume: step {global_step} of {total}"
-    if global_step >= total:
-        where = f"resume: the checkpoint is at step {global_step}, already the end of a {total}-step run: nothing to"
-        where += " train (a larger --total-timesteps extends it)"
-    elif total != saved_total:
-        where += f"; --total-timesteps changes the run's length from {saved_total}: {schedules}"
-    print(where)
-
-
-def finish_training(args, script: str, stop: dict, networks: dict, evaluation, writer: SummaryWriter) -> tuple:
-    """After the loop, in the run folder (writer.log_dir). Stopped by a signal: how to go on. Else --save-model
-    (model.pt: the flags and `networks`, loaded back so that what is evaluated is exactly what a user would load)
-    and the --eval-episodes episodes of run_evaluation. Returns (eval returns, successes or None, paths saved)."""
-    checkpoint_path = os.path.join(writer.log_dir, "checkpoint.pt")
-    saved = [checkpoint_path] if stop["signal"] is not None or args.checkpoint_every else []
+def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: dict, evaluation, summary=()) -> tuple:
+    """After the loop (summary: global_step, steps, seconds, recent returns, extra) or for --evaluate: model.pt, loaded
+    back to evaluate what a user would load; the episodes of evaluation(video_dir) -> (returns, successes or None)."""
+    run_dir, returns, successes = writer.log_dir, [], None
+    saved = [f"{run_dir}/checkpoint.pt"] if stop["signal"] or (args.checkpoint_every and summary) else []
     if stop["signal"] is not None:
-        print(f"stopped by signal {stop['signal']}; continue with --resume {checkpoint_path}")
-        return [], None, saved
-    if args.save_model:
-        model_path = os.path.join(writer.log_dir, "model.pt")
-        model = {name: network.state_dict() for name, network in networks.items()}
-        save_atomically({"args": vars(args), "script": script} | model, model_path)
-        for name, network in networks.items():  # evaluate what a user would load
-            network.load_state_dict(torch.load(model_path, map_location="cpu")[name])
-        saved.append(model_path)
-    if args.eval_episodes == 0:
-        return [], None, saved
-    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
-    return returns, successes, saved + videos
-
-
-def evaluate_saved(args, script: str, load_evaluation) -> dict:
-    """--evaluate: the networks of a model.pt or checkpoint.pt, loaded by load_evaluation(args, saved, device) ->
-    evaluation, for --eval-episodes episodes (run_evaluation) in a new run folder {exp_name}-eval. No training."""
-    saved = load_checkpoint(args.evaluate, script, "--evaluate")
-    args = resume_args(args, saved["args"])  # the saved run's environment and network; how to evaluate from now
-    device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
-    evaluation = load_evaluation(args, saved, device)
-    del saved  # a checkpoint's replay
-    run_dir = new_run_dir(args.env_id, args.exp_name + "-eval", args.seed)
-    writer = open_run(args, run_dir, note=f" (evaluating {args.evaluate})")
-    returns, successes, videos = run_evaluation(evaluation, args.capture_video, writer)
-    close_run(writer, args.track)
-    print_paths(run_dir, videos)
-    return {"run_dir": run_dir, "eval_returns": returns, "eval_successes": successes, "global_step": 0, "signal": None}
-
-
-def run_evaluation(evaluation, capture_video: bool, writer: SummaryWriter) -> tuple:
-    """The episodes of evaluation(video_dir) -> (returns, successes or None), with --capture-video into videos/;
-    an eval/ scalar for each, one line with their mean. Returns (returns, successes, [the video folder])."""
-    video_dir = os.path.join(writer.log_dir, "videos") if capture_video else None
-    returns, successes = evaluation(video_dir=video_dir)
-    for i, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, i)
-        if successes:
-            writer.add_scalar("eval/success_rate", successes[i], i)
-    rate = f", success rate {sum(successes) / len(successes):.2f}" if successes else ""
-    print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
-    return returns, successes, [video_dir] if video_dir else []
+        print(f"stopped by signal {stop['signal']}; continue with --resume {saved[0]}")
+    elif args.save_model and summary:
+        saved.append(f"{run_dir}/model.pt")
+        write_checkpoint(saved[-1], args, script, networks, {})
+        for name, network in networks.items():
+            network.load_state_dict(torch.load(saved[-1], map_location="cpu", weights_only=False)[name])
+    if stop["signal"] is None and args.eval_episodes > 0:
+        saved += [f"{run_dir}/videos"] if args.capture_video else []
+        returns, successes = evaluation(video_dir=saved[-1] if args.capture_video else None)
+        for i, r in enumerate(returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+            if successes:
+                writer.add_scalar("eval/success_rate", successes[i], i)
+        rate = f", success rate {np.mean(successes):.2f}" if successes else ""
+        print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+    writer.close()
+    if args.track:
+        importlib.import_module("wandb").finish()
+    if summary:
+        global_step, steps, seconds, recent, extra = summary
+        mean = f"{np.mean(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
+        print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({int(steps / seconds)} SPS); ", end="")
+        print(f"mean return {mean}{extra}")
+    print("".join(f"  saved: {path}\n" for path in saved) + f"  tensorboard --logdir {run_dir}")
+    return returns, successes
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(exit_status(main(tyro.cli(Args))))
+        result = main(tyro.cli(Args))
+        sys.exit(128 + result["signal"] if result["signal"] else 0)  # 130, 143: stopped by SIGINT, SIGTERM
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (evaluation): nothing to save
         print("stopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)

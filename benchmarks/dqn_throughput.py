@@ -123,7 +123,7 @@ def fill_memory(buffer_size: int, checkpoint: bool) -> dict:
         with tempfile.TemporaryDirectory(dir=output_folder("dqn_throughput", record=False)) as work:  # scratch
             path = os.path.join(work, "checkpoint.pt")
             start = time.perf_counter()
-            D.save_atomically({"q_network": q.state_dict(), "replay": replay.state_dict()}, path)
+            D.write_checkpoint(path, D.Args(), "dqn_atari.py", {"q_network": q}, {"replay": replay.state_dict()})
             out["checkpoint_gb"], out["checkpoint_write_s"] = os.path.getsize(path) / 1e9, time.perf_counter() - start
             out["peak_rss_gb_after_checkpoint"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
             start = time.perf_counter()

@@ -6,7 +6,8 @@ the first optimiser step, so that a test can replay that update in one process o
 
     torchrun --nproc_per_node 2 tests/ddp_check.py OUT_DIR ['{"recurrent": true, ...}']
 
-The optional second argument, JSON, overrides the flags of ARGS.
+The optional second argument, JSON, overrides the flags of ARGS, and names them as given on the command line
+(what load_run reads: a resumed run takes a --total-timesteps given there). Rank 0 writes its checkpoint at the end.
 """
 
 import json
@@ -32,8 +33,10 @@ ARGS = {
     "learning_rate": 0.01,
     "adam_eps": 1.0,
     "max_grad_norm": 1e6,
+    "checkpoint_every": 4096,
 }  # Adam's first step in proportion to the gradient, no clipping
-ARGS |= json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+GIVEN = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+ARGS |= GIVEN
 first = {"args": ARGS}
 out_dir = Path(sys.argv[1])
 stats = {"updates": 0, "max_diff": 0.0}
@@ -64,6 +67,7 @@ def recorded_loss(agent, b_obs, b_actions, b_advantages, b_returns, *args):
 torch.optim.Adam.step = checked_step
 A.a2c_loss = recorded_loss
 os.chdir(out_dir)
+sys.argv = [sys.argv[0], *("--" + name.replace("_", "-") for name in GIVEN)]
 result = A.main(A.Args(**ARGS))
 rank = int(os.environ["RANK"])
 threads = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]

@@ -5,6 +5,8 @@ import copy
 import dataclasses
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,13 +160,15 @@ def test_loop_bootstraps_truncations_from_the_true_final_observation(in_tmp, mon
     [
         ("ClockTruncated-v0", {"gamma": 0.9, "gae_lambda": 0.8}),
         ("CartPole-v1", {"norm_adv": True, "ent_coef": 0.1, "vf_coef": 0.5}),
+        ("CartPole-v1", {"max_grad_norm": 0.05}),  # clipped: the gradient scaled to this norm
     ],
 )
 def test_one_update_hands_adam_the_gradients_of_the_a2c_loss(env_id, flags, in_tmp, monkeypatch):
     """One update of the real loop, against the algorithm written out here from what the loop collected: the
     advantages it trains on are brute-force GAE (gamma, lambda, bootstraps and episode ends as collected), the
-    value targets are A + V(s), and the gradients that reach Adam (no clipping here) are those of
-    -mean(log pi(a|s) A) + vf_coef mean((V(s) - (A + V_old(s)))^2) - ent_coef mean(H), A normalised with --norm-adv."""
+    value targets are A + V(s), and the gradients that reach Adam are those of -mean(log pi(a|s) A) +
+    vf_coef mean((V(s) - (A + V_old(s)))^2) - ent_coef mean(H), A normalised with --norm-adv, scaled down to a
+    global norm of --max-grad-norm where theirs is larger (no clipping unless the flags ask for it)."""
     agents, seen, steps = [], {}, []
     real_agent, real_gae, real_next, real_loss, real_step = (
         A.ActorCritic,
@@ -214,11 +218,10 @@ def test_one_update_hands_adam_the_gradients_of_the_a2c_loss(env_id, flags, in_t
         num_envs=4,
         num_steps=16,
         total_timesteps=64,
-        max_grad_norm=1e9,
         cuda=False,
         progress=False,
         eval_episodes=0,
-        **flags,
+        **({"max_grad_norm": 1e9} | flags),
     )
     A.main(args)
     assert len(steps) == 1
@@ -240,8 +243,12 @@ def test_one_update_hands_adam_the_gradients_of_the_a2c_loss(env_id, flags, in_t
         + args.vf_coef * (values.double() - seen["returns"].double()).pow(2).mean()
         - args.ent_coef * dist.entropy().mean()
     )
-    for got, expected in zip(grads, torch.autograd.grad(loss, list(agent.parameters())), strict=True):
-        torch.testing.assert_close(got.double(), expected.double(), rtol=1e-4, atol=1e-6)
+    expected = torch.autograd.grad(loss, list(agent.parameters()))
+    norm = torch.cat([g.flatten() for g in expected]).norm()
+    assert (norm > args.max_grad_norm) == ("max_grad_norm" in flags)  # the clipping case clips
+    scale = min(1.0, args.max_grad_norm / float(norm))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got.double(), want.double() * scale, rtol=1e-4, atol=1e-6)
 
 
 def test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on(in_tmp, monkeypatch):
@@ -274,7 +281,7 @@ def test_atari_life_loss_is_terminal_for_learning_but_the_game_goes_on(in_tmp, m
     assert all(r == int(r) >= 0 for r in result["episodic_returns"])  # whole Breakout scores, not clipped means
 
 
-def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
+def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp, monkeypatch):
     first = A.main(
         A.Args(
             total_timesteps=4096,
@@ -290,6 +297,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["global_step"] == first["global_step"] == 4096
     # resuming with nothing left to do saves exactly what was loaded
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", "4096", "--save-model"])
     same = A.main(
         A.Args(resume=path, total_timesteps=4096, save_model=True, cuda=False, progress=False, eval_episodes=0)
     )
@@ -298,6 +306,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp):
     for key, value in checkpoint["agent"].items():
         assert torch.equal(saved["agent"][key], value)
     # resuming with more steps continues from the step and logs into the same folder
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", "8192"])
     more = A.main(A.Args(resume=path, total_timesteps=8192, cuda=False, progress=False, eval_episodes=0))
     assert more["run_dir"] == first["run_dir"] and more["global_step"] == 8192
     assert min(more["episodic_steps"]) > 4096
@@ -406,6 +415,31 @@ def test_two_processes_update_as_one_process_on_the_combined_batch(torchrun):
     torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps).step()
     for p, before, after in zip(agent.parameters(), ranks[0]["before"], ranks[0]["after"], strict=True):
         torch.testing.assert_close(p.detach() - before, after - before, rtol=1e-3, atol=1e-7)
+
+
+def test_a_run_resumed_under_another_number_of_processes_counts_its_steps(torchrun, in_tmp, monkeypatch):
+    """The batch of an update is today's processes' (num_envs * num_steps * processes): a run stopped under 2
+    torchrun processes at 4096 and resumed as 1 with --total-timesteps 8192 takes 4096 / 32 updates and ends at
+    8192; one stopped as 1 process at 2080 (65 updates of 32) and resumed under 2 takes the 31 whole updates of
+    64 that fit, ending at 4064, neither past 4096 nor short of the updates it has room for."""
+    (run,) = torchrun.glob("runs/*")
+    shutil.copytree(run, in_tmp / "runs" / run.name)  # a copy: the torchrun tests read that folder
+    path = f"runs/{run.name}/checkpoint.pt"
+    assert torch.load(path, weights_only=False)["global_step"] == 4096
+    steps, real_step = [], torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", "8192"])
+    one = A.main(A.Args(resume=path, total_timesteps=8192, cuda=False, progress=False, eval_episodes=0))
+    assert one["global_step"] == 8192 and len(steps) == 4096 // 32
+
+    flags = {"num_envs": 4, "num_steps": 8, "cuda": False, "progress": False, "eval_episodes": 0}
+    single = A.main(A.Args(total_timesteps=2080, checkpoint_every=2080, **flags))
+    resume = {"resume": str(in_tmp / single["run_dir"] / "checkpoint.pt"), "total_timesteps": 4096}
+    (in_tmp / "two").mkdir()
+    out = run_ddp_check(in_tmp / "two", resume)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["updates"], r["global_step"]) for r in ranks] == [(31, 2080 + 31 * 64)] * 2
+    assert all(r["max_diff"] == 0.0 for r in ranks)
 
 
 def test_cartpole_learns_within_a_short_budget(in_tmp):
@@ -610,18 +644,20 @@ def test_the_update_replays_the_rollout_as_it_was_acted(in_tmp, monkeypatch):
     assert len({tuple(e.tolist()) for e in ends}) > 1  # the environments' episodes end at steps of their own
 
 
-def test_a_checkpoint_of_an_older_version_resumes_with_the_new_flags_at_their_defaults(in_tmp):
-    """A checkpoint written before --recurrent and the saved episodes existed (no "episodes", no "recurrent" in
-    its flags) resumes as the run it was: feedforward, with new episodes, whatever --recurrent says now."""
+def test_a_checkpoint_of_an_older_version_resumes_with_the_new_flags_at_their_defaults(in_tmp, monkeypatch, capsys):
+    """A checkpoint written before --recurrent and lr_from existed (neither in it) resumes as the run it was:
+    feedforward, whatever --recurrent says now (and a note says it is ignored)."""
     flags = {"env_id": "CartPoleNoVelocity-v1", "num_envs": 4, "num_steps": 8, "cuda": False, "progress": False}
     first = A.main(A.Args(total_timesteps=10 * 32, checkpoint_every=10 * 32, eval_episodes=0, **flags))
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     old = torch.load(path, weights_only=False)
-    del old["episodes"], old["args"]["recurrent"]
+    del old["lr_from"], old["args"]["recurrent"]
     torch.save(old, path)
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--recurrent", "--total-timesteps", "640"])
     resumed = A.main(A.Args(resume=path, recurrent=True, total_timesteps=20 * 32, eval_episodes=0, **flags))
     assert resumed["global_step"] == 20 * 32
     assert not any(k.startswith("lstm") for k in torch.load(path, weights_only=False)["agent"])
+    assert "note: --recurrent ignored" in capsys.readouterr().out
 
 
 def test_evaluation_carries_its_own_memory_and_zeroes_it_at_each_episode():
@@ -640,21 +676,80 @@ def test_evaluation_carries_its_own_memory_and_zeroes_it_at_each_episode():
 
 
 @pytest.mark.parametrize("recurrent", [True, False])
-def test_a_resumed_run_continues_its_episodes_and_memory_exactly(recurrent, in_tmp):
-    """A run stopped at its checkpoint and resumed lands exactly where the same run does without a stop: the same
-    parameters and the same episodes (the environments, their observations, the memory and the returns so far are
-    in the checkpoint)."""
+def test_a_resumed_run_continues_its_networks_optimizer_step_and_random_streams(recurrent, in_tmp, monkeypatch):
+    """Resumed from a checkpoint, the run's first action is sampled by the saved network from the saved random
+    streams (torch's, NumPy's and Python's, as they were after the last update), its first Adam step continues the
+    saved optimizer state, and its steps go on from the saved step to the end (new episodes start)."""
     flags = {"env_id": "CartPoleNoVelocity-v1", "num_envs": 4, "num_steps": 8, "recurrent": recurrent}
-    flags |= {"lstm_size": 16, "cuda": False, "progress": False, "eval_episodes": 0, "save_model": True}
-    whole = A.main(A.Args(total_timesteps=40 * 32, **flags))
+    flags |= {"lstm_size": 16, "cuda": False, "progress": False, "eval_episodes": 0}
     half = A.main(A.Args(total_timesteps=20 * 32, checkpoint_every=20 * 32, **flags))
     path = os.path.join(half["run_dir"], "checkpoint.pt")
-    assert (torch.load(path, weights_only=False)["episodes"]["lstm_state"] is not None) == recurrent
-    rest = A.main(A.Args(resume=path, total_timesteps=40 * 32, save_model=True, cuda=False, progress=False))
-    assert half["episodic_returns"] + rest["episodic_returns"] == whole["episodic_returns"]
-    final = [torch.load(os.path.join(r["run_dir"], "model.pt"))["agent"] for r in (whole, rest)]
-    for key, value in final[0].items():
-        assert torch.equal(final[1][key], value), key
+    saved = torch.load(path, weights_only=False)
+    seen, real_sample, real_step = {}, A.ActorCritic.sample, torch.optim.Adam.step
+
+    def sample_spy(self, out):
+        if "rng" not in seen:
+            seen["rng"] = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+            seen["params"] = {k: v.clone() for k, v in self.state_dict().items()}
+        return real_sample(self, out)
+
+    def step_spy(self, *args, **kwargs):
+        seen.setdefault("adam_steps", [s["step"].item() for s in self.state.values()])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(A.ActorCritic, "sample", sample_spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_spy)
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", str(40 * 32)])
+    rest = A.main(A.Args(resume=path, total_timesteps=40 * 32, cuda=False, progress=False))
+    assert rest["run_dir"] == half["run_dir"] and rest["global_step"] == 40 * 32
+    assert min(rest["episodic_steps"]) > 20 * 32
+    torch_rng, numpy_rng, python_rng = seen["rng"]
+    assert torch.equal(torch_rng, saved["rng"]["torch"]) and python_rng == saved["rng"]["python"]
+    assert all(np.array_equal(a, b) for a, b in zip(numpy_rng, saved["rng"]["numpy"], strict=True))
+    for key, value in saved["agent"].items():
+        assert torch.equal(seen["params"][key], value), key
+    assert seen["adam_steps"] == [20] * len(saved["optimizer"]["state"])  # 20 steps taken before the stop
+
+
+def test_the_annealed_learning_rate_adam_applies_over_a_run_and_after_a_resume(in_tmp, monkeypatch):
+    """--anneal-lr, as Adam uses it at each step: lr0 (1 - s / end) at the step s each update starts from; stopped
+    half-way (SIGTERM) and resumed with --resume alone, the same line on; resumed with a longer
+    --total-timesteps, from the rate it had reached down to 0 at the new end, without a jump."""
+    lr0, used, real_step = 0.01, [], torch.optim.Adam.step
+
+    def step_spy(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    def update_spy(self, step, sps, recent):
+        if step == 256 and not used[8:]:
+            signal.raise_signal(signal.SIGTERM)  # the script's handler: finish the update, checkpoint, stop
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_spy)
+    monkeypatch.setattr(A.ProgressReport, "update", update_spy)
+    flags = {"num_envs": 4, "num_steps": 8, "cuda": False, "progress": False, "eval_episodes": 0}
+    first = A.main(A.Args(total_timesteps=512, anneal_lr=True, learning_rate=lr0, **flags))
+    path = os.path.join(first["run_dir"], "checkpoint.pt")
+    assert first["global_step"] == 256
+    np.testing.assert_allclose(used, [lr0 * (1 - 32 * u / 512) for u in range(8)], rtol=1e-12)
+    runs = [(["--resume", path], 512), (["--resume", path, "--total-timesteps", "1024"], 1024)]
+    for argv, end in runs:
+        used.clear()
+        monkeypatch.setattr(sys, "argv", ["x.py", *argv])
+        resumed = A.main(A.Args(resume=path, total_timesteps=end, cuda=False, progress=False, eval_episodes=0))
+        assert resumed["global_step"] == end
+        want = [lr0 / 2 * (1 - (s - 256) / (end - 256)) for s in range(256, end, 32)]
+        np.testing.assert_allclose(used, want, rtol=1e-9)
+
+
+def test_norm_adv_refuses_a_batch_of_one(in_tmp, capsys):
+    """--norm-adv over a batch of one advantage (std NaN) would make the parameters NaN: one line, exit 2."""
+    args = A.Args(num_envs=1, num_steps=1, total_timesteps=8, norm_adv=True, cuda=False, progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        A.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --norm-adv: "), err
+    assert not os.path.exists("runs")
 
 
 def test_frame_stack_concatenates_the_last_observations_of_the_episode_only():

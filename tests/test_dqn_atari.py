@@ -1,6 +1,7 @@
 """dqn_atari.py: each preprocessing wrapper, the frame replay against the environment's own stacks, TD targets
 against brute force, checkpoint and resume, and learning a pixel task through the real loop."""
 
+import dataclasses
 import itertools
 import os
 import signal
@@ -48,13 +49,13 @@ class Frames(gym.Env):
 
 
 def stacked(env):
-    return D.FrameStack(D.LifeLoss(env), k=4)
+    return gym.wrappers.FrameStackObservation(D.LifeLoss(env, fire=False), 4, padding_type="zero")
 
 
 # Wrappers
 def test_noop_reset_takes_between_1_and_30_noops():
     log = []
-    env = D.NoopReset(Frames(life_every=10**6, log=log), noop_max=30)
+    env = D.NoopReset(Frames(life_every=10**6, log=log))
     counts = []
     env.reset(seed=0)
     for _ in range(300):
@@ -75,7 +76,7 @@ def test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames():
             return f
 
     log = []
-    env = D.MaxAndSkip(Flicker(life_every=10**6, log=log), skip=4)
+    env = D.MaxAndSkip(Flicker(life_every=10**6, log=log))
     env.reset(seed=0)
     obs, reward, terminated, truncated, _ = env.step(2)
     assert log == [2, 2, 2, 2] and reward == 12.0 and not (terminated or truncated)
@@ -83,7 +84,7 @@ def test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames():
     expected[3, 3], expected[0, 0] = 200, 4  # the max of frames 3 and 4: the sprite of 3, the counter of 4
     np.testing.assert_array_equal(obs, expected)
     # an episode that ends inside the repeat stops there
-    env = D.MaxAndSkip(Frames(life_every=1, lives=2, log=log), skip=4)
+    env = D.MaxAndSkip(Frames(life_every=1, lives=2, log=log))
     env.reset(seed=0)
     log.clear()
     _, reward, terminated, _, _ = env.step(1)
@@ -92,7 +93,7 @@ def test_max_and_skip_repeats_sums_and_maxes_the_last_two_frames():
 
 def test_fire_on_start_presses_fire_at_reset_and_after_each_lost_life_never_after_game_over():
     log = []
-    env = D.LifeLoss(D.FireOnStart(Frames(life_every=7, lives=3, reward=3.0, log=log)))
+    env = D.LifeLoss(Frames(life_every=7, lives=3, reward=3.0, log=log), fire=True)
     env.reset(seed=0)
     assert log == [1]
     steps = []
@@ -108,24 +109,26 @@ def test_fire_on_start_presses_fire_at_reset_and_after_each_lost_life_never_afte
     assert steps == expected
     assert obs[0, 0] == 21 and not truncated
     # the end of the game in the FIRE step itself is reported: a truncation, and a game over
-    env = D.FireOnStart(Frames(life_every=7, limit=8))
+    env = D.LifeLoss(Frames(life_every=7, limit=8), fire=True)
     env.reset(seed=0)
     for _ in range(6):
         _, reward, terminated, truncated, _ = env.step(0)
     assert truncated and not terminated and reward == 6.0
-    env = D.LifeLoss(D.FireOnStart(Frames(life_every=1, lives=3)))
+    env = D.LifeLoss(Frames(life_every=1, lives=3), fire=True)
     env.reset(seed=0)  # the FIRE at reset already cost a life
     _, reward, terminated, truncated, info = env.step(0)
     assert terminated and not truncated and reward == 6.0 and info["lives"] == 0 and not info["life_lost"]
 
 
-def test_fire_on_start_is_used_in_games_that_need_it_inside_life_loss():
-    assert isinstance(D.make_env("BreakoutNoFrameskip-v4", False).env.env.env, D.FireOnStart)
-    chain, env = [], D.make_env("ALE/Freeway-v5", False)  # Freeway has no FIRE action
-    while hasattr(env, "env"):
-        chain.append(type(env))
-        env = env.env
-    assert D.FireOnStart not in chain and D.NoopReset in chain
+def test_fire_is_pressed_in_every_game_whose_action_set_has_it():
+    """Breakout waits for FIRE, Pong serves without it: both have FIRE, both get it; Freeway has none."""
+    for env_id, fire in [("BreakoutNoFrameskip-v4", True), ("ALE/Pong-v5", True), ("ALE/Freeway-v5", False)]:
+        chain, env = [], D.make_env(env_id, False)
+        while hasattr(env, "env"):
+            chain.append(env)
+            env = env.env
+        (life_loss,) = [w for w in chain if isinstance(w, D.LifeLoss)]
+        assert life_loss.fire == fire and any(isinstance(w, D.NoopReset) for w in chain), env_id
 
 
 def test_real_breakout_ends_for_a_policy_that_never_fires():
@@ -143,7 +146,7 @@ def test_real_breakout_ends_for_a_policy_that_never_fires():
 
 
 def test_life_loss_is_reported_without_ending_or_resetting_the_game():
-    env = D.LifeLoss(Frames(life_every=3, lives=2))
+    env = D.LifeLoss(Frames(life_every=3, lives=2), fire=False)
     _, info = env.reset(seed=0)
     assert info["life_lost"] is False
     flags = []
@@ -179,6 +182,41 @@ def test_area_resize_averages_the_cells_each_pixel_covers():
     frame = np.random.default_rng(0).integers(0, 256, (210, 160)).astype(np.uint8)
     small = env.observation(frame)
     assert small[0, 0] == round(frame[:3, :2].astype(float) @ [1, 0.905] @ [0.4, 0.4, 0.2] / 1.905)
+
+
+def test_real_game_plays_1_to_30_noop_frames_at_reset_and_4_frames_a_step():
+    """The emulator's own frame counter: a reset plays 1 to 30 no-op frames, then FIRE (one agent step); each
+    agent step is 4 frames."""
+    env = D.make_env("BreakoutNoFrameskip-v4", False)
+    ale, noops = env.unwrapped.ale, []
+    env.reset(seed=0)
+    for _ in range(60):
+        env.reset()
+        noops.append(ale.getEpisodeFrameNumber() - 4)
+    assert min(noops) >= 1 and max(noops) <= 30 and len(set(noops)) >= 15, sorted(noops)
+    start = ale.getEpisodeFrameNumber()
+    for _ in range(10):
+        assert not env.step(3)[4]["life_lost"]
+    assert ale.getEpisodeFrameNumber() == start + 40
+
+
+def test_sticky_actions_as_the_emulator_plays_them():
+    """The same 30 agent steps (RIGHT, LEFT, ...) from the same emulator state, played twice: the same frames
+    without sticky actions; with them (always with a v5 id, with --sticky-actions for a NoFrameskip-v4 id) the
+    previous action sometimes goes on for a frame, and the paddle ends elsewhere."""
+    for env_id, sticky, differ in [
+        ("BreakoutNoFrameskip-v4", False, False),
+        ("BreakoutNoFrameskip-v4", True, True),
+        ("ALE/Breakout-v5", False, True),
+    ]:
+        env = D.make_env(env_id, sticky)
+        env.reset(seed=0)
+        ale = env.unwrapped.ale
+        state, plays = ale.cloneState(), []
+        for _ in range(2):
+            ale.restoreState(state)  # the emulator, not its random stream: sticky draws go on
+            plays.append(np.array([env.step(2 + t % 2)[0][-1] for t in range(30)]))
+        assert (plays[0] != plays[1]).any() == differ, (env_id, sticky)
 
 
 # Replay
@@ -274,6 +312,28 @@ def test_replay_new_episodes_after_resume_never_pairs_two_games():
     assert [f[0, 0] for f in s[0]] == [0, 0, 0, 100] and [f[0, 0] for f in s_next[1]] == [6, 7, 8, 9]
 
 
+@pytest.mark.parametrize("steps", [20, 60])  # 30 slots a column: partly filled; wrapped around
+def test_replay_checkpoint_holds_the_filled_slots_only(steps, tmp_path):
+    rng = np.random.default_rng(0)
+    envs, replay = fake_vector_env(2, rng), D.ReplayMemory(60, 2, (84, 84), 4, seed=0)
+    obs, _ = envs.reset(seed=0)
+    for _ in range(steps):
+        actions = rng.integers(0, 4, 2)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        dones = terminations | truncations
+        replay.add(obs, actions, np.sign(rewards), terminations, dones, infos.get("final_obs"))
+        obs = next_obs
+    filled = max(replay.cap if replay.full[e] else replay.pos[e] for e in range(2))
+    assert (filled < replay.cap) == (steps == 20)
+    torch.save(replay.state_dict(), tmp_path / "replay.pt")
+    assert os.path.getsize(tmp_path / "replay.pt") < filled * 2 * 84 * 84 + 20_000  # the frames, little else
+    again = D.ReplayMemory(60, 2, (84, 84), 4, seed=1)
+    again.load_state_dict(torch.load(tmp_path / "replay.pt", weights_only=False, mmap=True))
+    for k in ("frames", "actions", "rewards", "terminated", "first", "last", "pos", "full", "next_first"):
+        assert np.array_equal(getattr(again, k), getattr(replay, k)), k
+    assert np.array_equal(again.sample_indices(64), replay.sample_indices(64))
+
+
 # Targets
 @pytest.mark.parametrize("double_q", [False, True])
 def test_td_targets_match_brute_force(double_q):
@@ -322,17 +382,10 @@ def test_dqn_loss_matches_brute_force(loss, double_q):
     assert (q[B:].argmax(1) != t[B:].argmax(1))[~terminated].any()
 
 
-def test_epsilon_schedule_is_linear_then_flat():
-    assert D.linear_schedule(1.0, 0.01, 100, 0) == 1.0
-    assert D.linear_schedule(1.0, 0.01, 100, 50) == pytest.approx(0.505)
-    assert D.linear_schedule(1.0, 0.01, 100, 100) == pytest.approx(0.01)
-    assert D.linear_schedule(1.0, 0.01, 100, 10**6) == 0.01
-
-
 # The loop, on a fake game
 @pytest.fixture
 def fake_game(monkeypatch):
-    def make_env(env_id, sticky, render=False):
+    def make_env(env_id, sticky, render_mode=None):
         return stacked(Frames(life_every=10, lives=3, limit=1000, reward=3.0))
 
     monkeypatch.setattr(D, "make_env", make_env)
@@ -390,7 +443,7 @@ def test_target_network_is_a_copy_of_the_online_network_after_each_target_update
     assert changes >= 1 and not all(torch.equal(a, b) for a, b in zip(snapshots[0][0], snapshots[-1][0]))
 
 
-def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp, fake_game):
+def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp, fake_game, monkeypatch):
     first = D.main(fake_args(checkpoint_every=300))
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
@@ -403,12 +456,15 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     opt = same["optimizer"].state_dict()["state"]
     for i, s in ckpt["optimizer"]["state"].items():
         assert all(torch.equal(opt[i][k], v) for k, v in s.items())
+    filled = len(ckpt["replay"]["frames"])
+    assert filled == ckpt["replay"]["pos"][0] < 1000  # the filled slots only
     for k, v in ckpt["replay"].items():
         if k not in ("rng", "last", "next_first"):
-            assert np.array_equal(getattr(same["replay"], k), v.numpy()), k
+            assert np.array_equal(getattr(same["replay"], k)[: len(v)], v.numpy()), k
     last = ckpt["replay"]["last"].numpy().copy()
     last[ckpt["replay"]["pos"][0] - 1, 0] = True  # the newest transition lost its s' with the environment
-    assert np.array_equal(same["replay"].last, last)
+    assert np.array_equal(same["replay"].last[:filled], last) and not same["replay"].frames[filled:].any()
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--total-timesteps", "600"])  # given: extends the run
     more = D.main(fake_args(resume=path, total_timesteps=600))
     assert more["global_step"] == 600 and more["num_updates"] == first["num_updates"] + 75
     steps = [s for s, _ in scalars(first["run_dir"])["charts/episodic_return"]]
@@ -447,7 +503,45 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
     (path,) = tmp_path.glob("runs/*/checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
     assert 0 < ckpt["global_step"] < 100000 and f"--resume {os.path.relpath(path, tmp_path)}" in out
-    assert len(ckpt["replay"]["frames"]) == 5000
+    filled = 5000 if ckpt["replay"]["full"][0] else ckpt["replay"]["pos"][0]
+    assert len(ckpt["replay"]["frames"]) == filled  # the filled slots only
+
+
+class PrefersAction4(torch.nn.Module):
+    """A Q-network that learns nothing (its gradient is 0) and always values action 4 most, an action that the
+    environment's sampler never draws (Frames has 4): an action 4 is a greedy one, any other a random one."""
+
+    def __init__(self, n_actions):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, obs):
+        return (torch.arange(5) == 4).float().expand(len(obs), 5) + 0 * self.w
+
+
+def test_epsilon_as_the_loop_acts_over_a_run_and_after_a_resume(in_tmp, monkeypatch):
+    """Each step acts greedily exactly when the loop's uniform draw (NumPy's stream, seeded, then restored from
+    the checkpoint) is at least epsilon: 1 falling to 0.1 over the run's first length (100 steps), then 0.1 also
+    after a resume that extends the run to 300 steps (a schedule stretched over 300 would act randomly more)."""
+    log = []
+    monkeypatch.setattr(D, "make_env", lambda *a, **k: stacked(Frames(life_every=10, lives=3, log=log)))
+    monkeypatch.setattr(D, "QNetwork", PrefersAction4)
+    args = fake_args(total_timesteps=100, learning_starts=8, batch_size=8, checkpoint_every=100)
+    args = dataclasses.replace(args, exploration_fraction=1.0, start_e=1.0, end_e=0.1)
+    first = D.main(args)
+    path = os.path.join(first["run_dir"], "checkpoint.pt")
+    draws = np.random.RandomState(args.seed).random(100).tolist()
+    stream = np.random.RandomState()
+    stream.set_state(torch.load(path, weights_only=False)["rng"]["numpy"])
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--total-timesteps", "300"])
+    D.main(dataclasses.replace(args, resume=path, total_timesteps=300))
+    draws += stream.random(200).tolist()
+    t = np.arange(300)
+    epsilon = np.where(t < 100, 1.0 + (0.1 - 1.0) * t / 100, 0.1)
+    greedy = np.array(log) == 4
+    assert len(log) == 300 and not greedy[:8].any()  # uniformly random until the replay holds learning_starts
+    assert np.array_equal(greedy[8:], (np.array(draws) >= epsilon)[8:])
+    assert 30 < greedy[:100].sum() < 70 and greedy[100:].mean() > 0.8  # the schedule shows in these steps
 
 
 def test_learns_to_read_the_screen(in_tmp, monkeypatch):

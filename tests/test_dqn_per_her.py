@@ -2,6 +2,8 @@
 environment, checkpoints, and the HER result in miniature (HER solves what plain DQN cannot)."""
 
 import os
+import signal
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -345,6 +347,23 @@ def test_her_runs_on_another_goal_environment_with_its_own_reward_and_no_end_at_
     assert len(result["eval_returns"]) == 2
 
 
+class SilentLineGoalEnv(LineGoalEnv):
+    """LineGoalEnv with an info that says nothing of success (no "is_success")."""
+
+    def step(self, action):
+        return *super().step(action)[:4], {}
+
+
+def test_a_goal_environment_that_reports_no_success_trains_and_counts_none(in_tmp, capsys):
+    """No "is_success" in the info: episodes are neither successes nor failures, in training and evaluation."""
+    if "SilentLineGoal-v0" not in gym.registry:
+        gym.register("SilentLineGoal-v0", entry_point=SilentLineGoalEnv)
+    flags = {"total_timesteps": 200, "learning_starts": 128, "batch_size": 32, "hidden_size": 16, "eval_episodes": 2}
+    result = H.main(H.Args(env_id="SilentLineGoal-v0", progress=False, **flags))
+    assert len(result["episodic_returns"]) == 25 and result["successes"] == [] and result["eval_successes"] is None
+    assert not any("success" in tag for tag in scalars(result["run_dir"])) and "success" not in capsys.readouterr().out
+
+
 class ReachGoalEnv(gym.Env):
     """A goal environment with rewards of the other sign: a point between walls at -5 and 5, a goal at -4 or 4,
     reward 1 on reaching it (within 0.5), else 0, and reaching it ends the episode (compute_terminated); 8 steps.
@@ -405,7 +424,7 @@ def test_her_on_a_non_goal_environment_is_a_clear_error(in_tmp, capsys):
     assert e.value.code == 2 and "--her" in capsys.readouterr().err and not os.path.exists("runs")
 
 
-def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp):
+def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_tmp, monkeypatch):
     args = {
         "n_bits": 5,
         "total_timesteps": 600,
@@ -417,6 +436,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     first = H.main(H.Args(**args, checkpoint_every=600))
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
+    monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path])
     same = H.main(H.Args(**{**args, "resume": path}))
     assert same["global_step"] == 600 and same["run_dir"] == first["run_dir"]
     for name in ("q_network", "target_network"):
@@ -427,10 +447,98 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     np.testing.assert_array_equal(same["replay"].tree.nodes, ckpt["replay"]["tree"].numpy())
     for k in ("x", "next_achieved", "episode_start", "episode_end"):
         np.testing.assert_array_equal(getattr(same["replay"], k)[: len(same["replay"])], ckpt["replay"][k].numpy())
+    monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path, "--total-timesteps", "900"])
     more = H.main(H.Args(**{**args, "resume": path, "total_timesteps": 900}))
     assert more["global_step"] == 900 and more["num_updates"] == first["num_updates"] + 300
     steps = [s for s, _ in scalars(first["run_dir"])["charts/success_rate"]]
     assert steps == sorted(steps) and steps[-1] > 600
+
+
+# Schedules, by their effect on the loop
+class DialEnv(gym.Env):
+    """100 actions, one observation [0] and a reward that depends on the action only. Trained with a learning rate
+    of 1e-12, the network keeps its first greedy action, so an action taken at another one was an epsilon step
+    (99 times in 100). Records every action; raises SIGTERM at step stop_at, as a user stopping the run would."""
+
+    actions, stop_at = [], None
+    observation_space, action_space = gym.spaces.Box(-1.0, 1.0, (1,)), gym.spaces.Discrete(100)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        DialEnv.actions.append(int(action))
+        if len(DialEnv.actions) == DialEnv.stop_at:
+            signal.raise_signal(signal.SIGTERM)  # the script's handler: finish the step, checkpoint, stop
+        return np.zeros(1, np.float32), (int(action) % 10) / 10, False, False, {}
+
+
+@pytest.fixture(scope="module")
+def dial_run(tmp_path_factory):
+    """A 2000-step run with PER, stopped at step 600, resumed and extended to 3000 steps: the schedules stay
+    those of 2000 steps (epsilon 1 -> 0.1 over steps 0-1000, beta 0.4 -> 1 over 0-2000). Returns the actions, the
+    greedy action, and (step, beta fitted to the importance weights each loss received) for each update."""
+    if "Dial-v0" not in gym.registry:
+        gym.register("Dial-v0", entry_point=DialEnv, max_episode_steps=25)
+    DialEnv.actions, DialEnv.stop_at, betas, replays = [], 600, [], []
+    dqn_loss = H.dqn_loss
+
+    def spy(q_network, target_network, b, *rest):  # log w_i = -beta log(P_i / P_min): fit beta
+        leaves = replays[-1].tree.nodes[replays[-1].tree.size + b["idx"]]
+        spread = np.log(leaves / leaves.min())
+        if spread.max() > 0.1:  # unequal priorities: the weights tell beta
+            betas.append((len(DialEnv.actions), -np.log(b["weights"]) @ spread / (spread @ spread)))
+        return dqn_loss(q_network, target_network, b, *rest)
+
+    class Replay(H.ReplayMemory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            replays.append(self)
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path_factory.mktemp("dial"))
+        monkeypatch.setattr(H, "dqn_loss", spy)
+        monkeypatch.setattr(H, "ReplayMemory", Replay)
+        flags = {"learning_rate": 1e-12, "end_e": 0.1, "learning_starts": 200, "train_frequency": 2, "batch_size": 32}
+        flags |= {
+            "env_id": "Dial-v0",
+            "her": False,
+            "per": True,
+            "hidden_size": 16,
+            "progress": False,
+            "eval_episodes": 0,
+        }
+        try:
+            first = H.main(H.Args(total_timesteps=2000, **flags))
+        finally:
+            signal.signal(signal.SIGINT, handlers[0])
+            signal.signal(signal.SIGTERM, handlers[1])
+        assert first["signal"] == signal.SIGTERM and first["global_step"] == 600
+        path = os.path.join(first["run_dir"], "checkpoint.pt")
+        monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path, "--total-timesteps", "3000"])
+        resumed = H.main(H.Args(resume=path, total_timesteps=3000, progress=False, eval_episodes=0))
+    assert resumed["global_step"] == len(DialEnv.actions) == 3000
+    greedy = int(resumed["q_network"](torch.zeros(1, 1)).argmax())
+    return np.array(DialEnv.actions), greedy, np.array(betas)
+
+
+def test_epsilon_decays_over_its_fraction_of_the_first_length_through_a_stop_and_an_extending_resume(dial_run):
+    actions, greedy, _ = dial_run
+    step = np.arange(len(actions))  # action j is taken at global_step j
+    epsilon = np.interp(step, [0, 1000], [1.0, 0.1])  # 0.5 of the run's first length, 2000, then 0.1
+    for window in np.split(np.arange(3000), 15):  # 200 steps each
+        want = epsilon[window].mean() * 0.99  # a random action is the greedy one 1 time in 100
+        got = (actions[window] != greedy).mean()
+        assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / len(window)), (window[0], got, want)
+
+
+def test_per_beta_anneals_over_the_first_length_through_a_stop_and_an_extending_resume(dial_run):
+    _, _, betas = dial_run
+    steps, fitted = betas[:, 0], betas[:, 1]
+    assert (steps < 600).sum() > 100 and (steps > 600).sum() > 100 and (steps > 2000).sum() > 100
+    np.testing.assert_allclose(fitted, 0.4 + 0.6 * np.minimum(steps / 2000, 1.0), atol=1e-3)
 
 
 # Learning
