@@ -205,8 +205,7 @@ def main(args: Args) -> dict:
     args, checkpoint = load_run(args, "dqn_atari.py", "epsilon keeps the schedule of the run's first length")
     obs_space, action_space = validate(args)
     num_envs = args.num_envs
-    steps = -(-args.total_timesteps // num_envs) * num_envs
-    if steps != args.total_timesteps:
+    if (steps := -(-args.total_timesteps // num_envs) * num_envs) != args.total_timesteps:
         print(f"note: --total-timesteps {args.total_timesteps} runs as {steps}, a whole number of steps of all envs")
     device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
     q_network = QNetwork(action_space.n).to(device)

@@ -306,6 +306,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_and_step(in_tmp, mon
     for key, value in checkpoint["agent"].items():
         assert torch.equal(saved["agent"][key], value)
     # resuming with more steps continues from the step and logs into the same folder
+    time.sleep(1)  # TensorBoard reads event files in name order, by the second each was opened: one second apart
     monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", "8192"])
     more = A.main(A.Args(resume=path, total_timesteps=8192, cuda=False, progress=False, eval_episodes=0))
     assert more["run_dir"] == first["run_dir"] and more["global_step"] == 8192

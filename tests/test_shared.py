@@ -398,6 +398,7 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         assert at_end["global_step"] == stopped_at and "already the end" in capsys.readouterr().out
 
         limit["step"] = 2 * args.total_timesteps
+        time.sleep(1)  # TensorBoard reads event files in name order, by the second each was opened: one second apart
         monkeypatch.setattr(sys, "argv", [script, "--resume", path, "--total-timesteps", str(limit["step"])])
         extended = module.main(
             module.Args(
