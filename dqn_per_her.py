@@ -632,7 +632,6 @@ def evaluate(q_network, env_id: str, n_bits: int, episodes: int, seed: int, vide
 
 
 def fail(flag: str, message: str):
-    """Bad input: one line naming the flag, exit status 2, no traceback."""
     print(f"error: {flag}: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -668,7 +667,6 @@ def check_args(args, make, positive: str = "", fraction: str = "", non_negative:
 
 
 def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) -> torch.device:
-    """Seeds, threads (0: torch's default), cuDNN's determinism; the device: with --cuda this process's GPU if any."""
     torch.set_num_threads(torch_threads or torch.get_num_threads())
     random.seed(seed)
     np.random.seed(seed)
@@ -678,8 +676,7 @@ def setup_torch(seed: int, cuda: bool, torch_threads: int, deterministic: bool) 
 
 
 def open_run(args, run_dir: str | None = None, resumed_at: int | None = None) -> SummaryWriter:
-    """Says first where the run writes: its folder if resumed (TensorBoard dropping what came after resumed_at), else
-    a new runs/{env_id}__{exp_name}__{seed}__{unix_time}, flat for ALE/Pong-v5. The flags as a table; --track: W&B."""
+    """Says first where it writes: a resumed run's folder (purged after resumed_at), else a new one; --track: W&B."""
     exp_name, unix_time = args.exp_name + ("-eval" if args.evaluate else ""), int(time.time())
     while run_dir is None or (resumed_at is None and os.path.exists(run_dir)):  # never an earlier run's folder
         run_dir = f"runs/{args.env_id.replace('/', '-')}__{exp_name}__{args.seed}__{unix_time}"
@@ -714,20 +711,17 @@ class ProgressReport:
 
 
 def catch_stop_signals(catch: bool = True) -> dict:
-    """SIGINT and SIGTERM set stop["signal"]: the loop checkpoints, then exits 130/143; catch=False restores them."""
-    stop = {"signal": None}
+    stop = {"signal": None}  # set by SIGINT and SIGTERM: the loop checkpoints, exits 130/143; catch=False: defaults
     for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         signal.signal(signum, (lambda received, _frame: stop.update(signal=received)) if catch else default)
     return stop
 
 
 def checkpoint_due(stop: dict, every: int, before: int, after: int, end: int) -> bool:
-    """As global_step moves from before to after: on a stop; with --checkpoint-every, at its multiples and the end."""
     return stop["signal"] is not None or (every > 0 and (after // every > before // every or after >= end))
 
 
 def write_checkpoint(path: str, args, script: str, modules: dict, state: dict):
-    """The flags, `modules` ({name: network or optimizer}), random streams and `state`; atomic (written, renamed)."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     networks = {name: module.state_dict() for name, module in modules.items()}
     torch.save({"args": vars(args), "script": script, "rng": rng} | networks | state, path + ".tmp")
@@ -746,8 +740,7 @@ def restore(checkpoint: dict | None, modules: dict, state: dict, rng: bool = Tru
 
 
 def load_run(args, script: str, schedules: str = "") -> tuple:
-    """The checked file of --resume or --evaluate and the flags to go on with: the saved run's (a newer flag: its
-    default), but how to run it now and the length, --checkpoint-every and --save-model the command line gives."""
+    """The checked file of --resume or --evaluate and the saved run's flags (a newer one: its default), but `now`'s."""
     path, flag = (args.resume, "--resume") if args.resume else (args.evaluate, "--evaluate")
     if args.resume and args.evaluate:
         fail("--evaluate", "evaluates a saved model without training; leave out --resume")
@@ -779,8 +772,7 @@ def load_run(args, script: str, schedules: str = "") -> tuple:
 
 
 def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: dict, evaluation, summary=()) -> tuple:
-    """After the loop (summary: global_step, steps, seconds, recent returns, extra) or for --evaluate: model.pt, loaded
-    back to evaluate what a user would load; the episodes of evaluation(video_dir) -> (returns, successes or None)."""
+    """After the loop (summary: global_step, steps, seconds, recent returns, extra) or --evaluate: model.pt, eval."""
     run_dir, returns, successes = writer.log_dir, [], None
     saved = [f"{run_dir}/checkpoint.pt"] if stop["signal"] or (args.checkpoint_every and summary) else []
     if stop["signal"] is not None:
@@ -813,8 +805,7 @@ def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: d
 
 if __name__ == "__main__":
     try:
-        result = main(tyro.cli(Args))
-        sys.exit(128 + result["signal"] if result["signal"] else 0)
+        sys.exit(128 + signum if (signum := main(tyro.cli(Args))["signal"]) else 0)  # 130, 143: SIGINT, SIGTERM
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (evaluation): nothing to save
         print("stopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)

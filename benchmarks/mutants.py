@@ -764,8 +764,8 @@ MUTANTS = [
     (
         "loop-exit-status-0-after-a-signal",
         "reinforce.py",
-        'sys.exit(128 + result["signal"] if result["signal"] else 0)',
-        "sys.exit(0)",
+        'sys.exit(128 + signum if (signum := main(tyro.cli(Args))["signal"]) else 0)',
+        'sys.exit(0 if (signum := main(tyro.cli(Args))["signal"]) else 0)',
         [SHARED + "test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130"],
     ),
     (
