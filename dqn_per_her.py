@@ -414,9 +414,8 @@ def is_goal_env(env: gym.Env) -> bool:
 
 def make_env(env_id: str, n_bits: int, render_mode: str | None = None) -> gym.Env:
     """gym.make; render_mode only if asked (an env may take none) and offered, else a TypeError for check_args."""
-    if ":" in env_id:  # gymnasium's "module:EnvId": the module registers the id
-        importlib.import_module(env_id.rpartition(":")[0])
-    kwargs = {"n_bits": n_bits} if gym.spec(env_id.rpartition(":")[2]).entry_point is BitFlipEnv else {}
+    spec = gym.registry.get(env_id)  # None for a "module:EnvId" not imported yet: gym.make imports its module
+    kwargs = {"n_bits": n_bits} if spec is not None and spec.entry_point is BitFlipEnv else {}
     if render_mode and render_mode not in gym.make(env_id, **kwargs).metadata.get("render_modes", []):
         raise TypeError(f"{env_id} has no {render_mode} renderer")
     return gym.make(env_id, **kwargs, **({"render_mode": render_mode} if render_mode else {}))
