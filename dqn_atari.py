@@ -6,6 +6,7 @@ replay memory, and every train_frequency steps takes one Adam step on a uniform 
 
     y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')                     (DQN target)
     y = r + gamma * (1 - terminated) * Q_target(s', argmax_a' Q_theta(s', a'))    (--double-q)
+    r, gamma, s' -> r_t + ... + gamma^(n-1) r_{t+n-1}, gamma^n, s_{t+n}           (--n-step n; Sutton 1988)
     L = mean( huber(Q_theta(s, a) - y) )        Huber: squared below 1, linear above (the paper's error clip)
 
 Q_target is a copy of Q_theta refreshed every target_network_frequency steps (tau = 1), or moved towards it
@@ -150,6 +151,8 @@ class Args:
     """TD loss: huber (the paper's clipped error) or mse (squared, CleanRL's)"""
     double_q: bool = False
     """Double DQN target: the online network picks a', the target network values it"""
+    n_step: int = 1
+    """rewards summed before bootstrapping: n-step targets (paper: 1)"""
 
 
 # 3. Networks
@@ -168,8 +171,8 @@ class QNetwork(nn.Module):
 
 
 # 4. Targets and losses
-def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
-    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at s'. Returns y (B,):
+def td_target(rewards, terminated, next_q_target, next_q_online, gamma, double_q: bool) -> torch.Tensor:
+    """rewards, terminated, gamma (B,) or gamma a number; next_q_target, next_q_online (B, A) at s'. Returns y (B,):
     r + gamma (1 - terminated) max_a' Q_target(s', a'), or with double_q Q_target(s', argmax_a' Q_online(s', a'))."""
     if double_q:
         next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
@@ -178,12 +181,14 @@ def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, d
     return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
 
 
-def dqn_loss(q_network, target_network, b: dict, gamma: float, double_q: bool, loss: str) -> tuple:
+def dqn_loss(q_network, target_network, b: dict, double_q: bool, loss: str) -> tuple:
     """The TD loss (loss: "huber" or "mse") of a minibatch b (obs, next_obs (B, 4, 84, 84); actions, rewards,
-    terminated (B,)), and Q_theta(s, a) (B,)."""
+    discounts, terminated (B,): n-step returns, gamma^n, s_{t+n} as next_obs), and Q_theta(s, a) (B,)."""
     with torch.no_grad():
         next_q_online = q_network(b["next_obs"]) if double_q else None
-        y = td_target(b["rewards"], b["terminated"], target_network(b["next_obs"]), next_q_online, gamma, double_q)
+        y = td_target(
+            b["rewards"], b["terminated"], target_network(b["next_obs"]), next_q_online, b["discounts"], double_q
+        )
     q_taken = q_network(b["obs"]).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
     td_loss = F.smooth_l1_loss(q_taken, y) if loss == "huber" else F.mse_loss(q_taken, y)
     return td_loss, q_taken
@@ -208,8 +213,7 @@ def main(args: Args) -> dict:
     if (steps := -(-args.total_timesteps // num_envs) * num_envs) != args.total_timesteps:
         print(f"note: --total-timesteps {args.total_timesteps} runs as {steps}, a whole number of steps of all envs")
     device = setup_torch(args.seed, args.cuda, args.torch_threads, args.torch_deterministic)
-    q_network = QNetwork(action_space.n).to(device)
-    target_network = QNetwork(action_space.n).to(device)
+    q_network, target_network = QNetwork(action_space.n).to(device), QNetwork(action_space.n).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
     evaluation = partial(
@@ -277,8 +281,8 @@ def main(args: Args) -> dict:
         # LEARN: one gradient step every train_frequency agent steps
         if len(replay) >= args.learning_starts:
             for _ in range(multiples_between(global_step - num_envs, global_step, args.train_frequency)):
-                b = replay.sample(args.batch_size, device)
-                td_loss, q_taken = dqn_loss(q_network, target_network, b, args.gamma, args.double_q, args.loss)
+                b = replay.sample(args.batch_size, device, args.n_step, args.gamma)
+                td_loss, q_taken = dqn_loss(q_network, target_network, b, args.double_q, args.loss)
                 optimizer.zero_grad()
                 td_loss.backward()
                 optimizer.step()
@@ -421,8 +425,7 @@ class ReplayMemory:
         self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
         shape = (self.cap, num_envs)
         self.frames = np.zeros((*shape, *frame_shape), np.uint8)  # untouched pages cost no memory
-        self.actions = np.zeros(shape, np.uint8)  # Atari has at most 18 actions
-        self.rewards = np.zeros(shape, np.float32)
+        self.actions, self.rewards = np.zeros(shape, np.uint8), np.zeros(shape, np.float32)  # at most 18 actions
         self.terminated, self.first, self.last = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
         self.pos, self.full = np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)  # next slot to write, per column
         self.next_first = np.ones(num_envs, bool)  # the next state written begins an episode
@@ -466,23 +469,34 @@ class ReplayMemory:
             todo = todo[self.last[slots[todo], e]]
         return slots, cols
 
-    def stacks(self, slots: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (B, k, 84, 84) stacks of s and s' for the given slots: k + 1 frames read once, frames from
-        before the episode's first set to zero."""
-        k = self.stack
-        window = (slots[:, None] + np.arange(-k + 1, 2)) % self.cap  # slots t-k+1 .. t+1
-        frames = self.frames[window, cols[:, None]]  # (B, k + 1, 84, 84)
-        first = self.first[window, cols[:, None]]
-        # frame j belongs to s_t's episode unless an episode starts at one of the slots j+1 .. t
-        started_later = np.logical_or.accumulate(first[:, k - 1 : 0 : -1], axis=1)[:, ::-1]
-        frames[:, : k - 1] *= ~started_later[:, :, None, None]
-        return frames[:, :k], frames[:, 1:]
+    def stacks(self, ends: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The (B, k, 84, 84) stacks ending at the given slots, frames from before the episode's first set to zero."""
+        window = (ends[:, None] + np.arange(-self.stack + 1, 1)) % self.cap  # slots end-k+1 .. end
+        frames, first = self.frames[window, cols[:, None]], self.first[window, cols[:, None]]
+        # frame j belongs to the episode of the last frame unless an episode starts at one of the slots j+1 .. end
+        started_later = np.logical_or.accumulate(first[:, :0:-1], axis=1)[:, ::-1]
+        frames[:, :-1] *= ~started_later[:, :, None, None]
+        return frames
 
-    def sample(self, n: int, device) -> dict:
+    def n_step(self, slots: np.ndarray, cols: np.ndarray, n: int, gamma: float) -> tuple:
+        """From each slot t: r_t + ... + gamma^(m-1) r_{t+m-1}, gamma^m, terminated, and slot t + m (where s_{t+m}
+        ends); m < n where the window stops at a termination, an episode's end (its true final frame) or the cursor."""
+        newest = (self.pos[cols] - 1) % self.cap
+        returns, discounts = np.zeros(len(slots), np.float32), np.ones(len(slots), np.float32)
+        terminated, ends, going = np.zeros(len(slots), bool), slots.copy(), np.ones(len(slots), bool)
+        for _ in range(n):
+            returns += going * discounts * self.rewards[ends, cols]
+            terminated |= going & self.terminated[ends, cols]
+            discounts = np.where(going, discounts * gamma, discounts)
+            ends = np.where(going, (ends + 1) % self.cap, ends)
+            going &= ~terminated & ~self.last[ends, cols] & (ends != newest)
+        return returns, discounts, terminated, ends
+
+    def sample(self, n: int, device, n_step: int, gamma: float) -> dict:
         slots, cols = self.sample_indices(n)
-        obs, next_obs = self.stacks(slots, cols)
-        b = {"obs": obs, "next_obs": next_obs, "actions": self.actions[slots, cols].astype(np.int64)}
-        b |= {"rewards": self.rewards[slots, cols], "terminated": self.terminated[slots, cols]}
+        returns, discounts, terminated, ends = self.n_step(slots, cols, n_step, gamma)
+        b = {"obs": self.stacks(slots, cols), "next_obs": self.stacks(ends, cols), "rewards": returns}
+        b |= {"actions": self.actions[slots, cols].astype(np.int64), "discounts": discounts, "terminated": terminated}
         return {k: torch.as_tensor(v, device=device) for k, v in b.items()}
 
     def state_dict(self) -> dict:
@@ -519,9 +533,9 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
             fail("--learning-starts", f"{no_step} (one every --train-frequency {args.train_frequency}): train longer")
         return make_env(args.env_id, args.sticky_actions, render_mode)
 
-    sizes = "total_timesteps num_envs buffer_size batch_size train_frequency target_network_frequency learning_rate"
+    sizes = "n_step total_timesteps num_envs buffer_size batch_size train_frequency target_network_frequency"
     fractions = "gamma start_e end_e exploration_fraction eval_epsilon"
-    with check_args(args, make, positive=sizes, fraction=fractions) as env:
+    with check_args(args, make, positive=f"{sizes} learning_rate", fraction=fractions) as env:
         return env.observation_space, env.action_space
 
 

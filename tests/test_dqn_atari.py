@@ -231,13 +231,27 @@ def fake_vector_env(num_envs, rng):
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-@pytest.mark.parametrize("num_envs,capacity", [(1, 40), (3, 60)])
-def test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound(num_envs, capacity):
+def n_step_by_hand(written: dict, i: int, e: int, cap: int, newest: int, n: int, gamma: float) -> tuple:
+    """Transition (i, e)'s n-step return, gamma^m, termination and s_{t+m}, walking the transitions as the
+    environment produced them: the window stops at a termination (a lost life too), at an episode's end, and where
+    the next transition has no s' yet."""
+    ret = 0.0
+    for j in range(n):
+        _s, s_next, terminal, _a, r, done = written[(i + j) % cap, e]
+        ret += gamma**j * r
+        if terminal or done or j == n - 1 or (i + j + 1) % cap == newest:
+            return ret, gamma ** (j + 1), terminal, s_next
+
+
+@pytest.mark.parametrize("num_envs,capacity,n_step", [(1, 40, 1), (3, 60, 1), (1, 40, 3), (3, 60, 5)])
+def test_replay_rebuilds_the_environments_transitions_across_episodes_and_wraparound(num_envs, capacity, n_step):
+    """Every sampled minibatch against the transitions as the environment produced them: s and a, and the n-step
+    return, discount, termination and bootstrap state s_{t+m} summed by hand."""
     rng = np.random.default_rng(0)
     envs = fake_vector_env(num_envs, rng)
     replay = D.ReplayMemory(capacity, num_envs, (84, 84), 4, seed=0)
     obs, _ = envs.reset(seed=0)
-    written = {}  # (slot, column) -> (s, s', terminated, action, clipped reward) as the environment produced them
+    written = {}  # (slot, column) -> (s, s', terminated, action, clipped reward, done), as the environment gave them
     ends = 0
     for t in range(200):  # several wraparounds of every column
         actions = rng.integers(0, 4, num_envs)
@@ -248,20 +262,30 @@ def test_replay_rebuilds_the_environments_stacks_across_episodes_and_wraparound(
         replay.add(obs, actions, np.sign(rewards), terminal, dones, infos.get("final_obs"))
         for e in range(num_envs):
             true_next = infos["final_obs"][e] if dones[e] else next_obs[e]
-            written[slots[e], e] = (obs[e].copy(), true_next.copy(), terminal[e], actions[e], np.sign(rewards[e]))
+            written[slots[e], e] = (
+                obs[e].copy(),
+                true_next.copy(),
+                terminal[e],
+                actions[e],
+                np.sign(rewards[e]),
+                dones[e],
+            )
             if dones[e]:
                 written.pop(((slots[e] + 1) % replay.cap, e), None)  # the final-frame slot holds no transition
         ends += dones.sum()
         obs = next_obs
         if t > 50:
-            slots_s, cols = replay.sample_indices(256)
-            s, s_next = replay.stacks(slots_s, cols)
-            for k, (i, e) in enumerate(zip(slots_s, cols, strict=True)):
-                want = written[i, e]
-                np.testing.assert_array_equal(s[k], want[0])
-                np.testing.assert_array_equal(s_next[k], want[1])
-                assert replay.terminated[i, e] == want[2] and replay.actions[i, e] == want[3]
-                assert replay.rewards[i, e] == want[4]
+            state = replay.rng.bit_generator.state
+            b = {k: v.numpy() for k, v in replay.sample(256, "cpu", n_step, 0.9).items()}
+            replay.rng.bit_generator.state = state  # the same draws again
+            for k, (i, e) in enumerate(zip(*replay.sample_indices(256), strict=True)):
+                newest = (replay.pos[e] - 1) % replay.cap
+                ret, discount, terminal, s_next = n_step_by_hand(written, i, e, replay.cap, newest, n_step, 0.9)
+                np.testing.assert_array_equal(b["obs"][k], written[i, e][0])
+                assert b["actions"][k] == written[i, e][3] and b["terminated"][k] == terminal
+                assert b["rewards"][k] == pytest.approx(ret) and b["discounts"][k] == pytest.approx(discount)
+                if not terminal:
+                    np.testing.assert_array_equal(b["next_obs"][k], s_next)
     assert ends > 20 and replay.full.all()
     # every transition still stored and not next to the cursor is sampled
     seen = set(zip(*replay.sample_indices(20_000), strict=True))
@@ -289,7 +313,7 @@ def test_replay_truncation_bootstraps_from_the_final_frame_and_termination_does_
         obs = next_obs
     # column 0 terminated at step 4 (slot 3), column 1 was truncated at step 5 (slot 4)
     assert replay.terminated[3, 0] and replay.last[4, 0] and not replay.terminated[4, 1] and replay.last[5, 1]
-    _s, s_next = replay.stacks(np.array([3, 4]), np.array([0, 1]))
+    s_next = replay.stacks(np.array([4, 5]), np.array([0, 1]))
     assert [f[0, 0] for f in s_next[1]] == [2, 3, 4, 5]  # the true final frames, not the next game's
     q_next = torch.tensor([[1.0, 7.0], [2.0, 5.0]])
     y = D.td_target(torch.tensor([1.0, 1.0]), torch.tensor([True, False]), q_next, None, 0.9, False)
@@ -308,8 +332,8 @@ def test_replay_new_episodes_after_resume_never_pairs_two_games():
         replay.add(stack, [0], [0.0], [False], [False], None)
     slots, _cols = replay.sample_indices(5000)
     assert set(slots) == set(range(19)) - {9}  # slot 9 lost its s', slot 19 has none yet
-    s, s_next = replay.stacks(np.array([10, 8]), np.array([0, 0]))
-    assert [f[0, 0] for f in s[0]] == [0, 0, 0, 100] and [f[0, 0] for f in s_next[1]] == [6, 7, 8, 9]
+    s, s_next = replay.stacks(np.array([10]), np.array([0])), replay.stacks(np.array([9]), np.array([0]))
+    assert [f[0, 0] for f in s[0]] == [0, 0, 0, 100] and [f[0, 0] for f in s_next[0]] == [6, 7, 8, 9]
 
 
 @pytest.mark.parametrize("steps", [20, 60])  # 30 slots a column: partly filled; wrapped around
@@ -364,7 +388,7 @@ def test_dqn_loss_matches_brute_force(loss, double_q):
     actions, rewards = torch.randint(0, A, (B,), generator=g), torch.randint(-1, 2, (B,), generator=g).float()
     terminated = torch.arange(B) % 3 == 0
     b = {"obs": obs, "next_obs": next_obs, "actions": actions, "rewards": rewards, "terminated": terminated}
-    td_loss, q_taken = D.dqn_loss(online, target, b, gamma, double_q, loss)
+    td_loss, q_taken = D.dqn_loss(online, target, b | {"discounts": torch.full((B,), gamma)}, double_q, loss)
 
     q, t = online.table.detach().numpy(), target.table.detach().numpy()
     actions, rewards, terminated = actions.numpy(), rewards.numpy(), terminated.numpy()
