@@ -17,7 +17,9 @@ Nature 518:529; van Hasselt et al. 2016, "Deep RL with double Q-learning", arXiv
 Departures from the paper (the defaults are those of CleanRL's reproduction; the paper's values are in the flags'
 docs): Adam at 1e-4 instead of RMSProp at 2.5e-4; the target refreshed every 1,000 steps instead of every 10,000
 updates; epsilon to 0.01 over 10% of the run instead of to 0.1 over 1M frames; learning from 80k steps instead of
-50k. --loss mse gives CleanRL's squared loss.
+50k. --loss mse gives CleanRL's squared loss. The README's preset for Pong in 1M steps on a CPU adds 3-step targets and
+Double DQN, two of the parts Rainbow (arXiv:1710.02298) found to speed learning most, and scales the replay (100k),
+the random start (20k steps) and epsilon's decay (100k steps) down to the shorter run.
 
 Preprocessing (DeepMind), written out as gymnasium wrappers in make_env: 1 to 30 no-op frames at reset, each action
 repeated for 4 frames with the max of the last two (sprites that flicker stay visible), 84x84 grayscale, the last 4
@@ -25,19 +27,18 @@ frames stacked (zeros before the episode's first). A lost life is terminal for l
 rewards are clipped to their sign for learning; the return logged is the real, unclipped score of the whole game,
 which is truncated after 108,000 frames (30 minutes of play).
 Sticky actions (p 0.25, arXiv:1709.06009): always with v5 ids (ALE/Pong-v5); NoFrameskip-v4 ids with --sticky-actions.
-In every game whose action set has FIRE, FIRE is pressed at reset and after every lost life, in training and in
-evaluation, as CleanRL and Stable-Baselines3 do; the Nature paper pressed nothing, but where a game waits for FIRE
-(Breakout) a greedy policy that never chooses it would stand still, and an evaluation game stall, until the limit.
+Where the action set has FIRE, FIRE is pressed at reset and after each lost life, as CleanRL and SB3 do (the paper
+did not): where a game waits for FIRE (Breakout), a greedy policy that never chooses it would stall until the limit.
 
 Replay memory. Each 84x84 frame is stored once, as uint8, and the 4-frame stacks of s and s' are rebuilt when
 sampled: 7.06 GB for 1M transitions instead of 8 frames (56 GB) per transition. Environments reset inside the step
 that ends an episode (gymnasium's SAME_STEP autoreset); the episode's true final frame, info["final_obs"], gets its
 own slot, so a truncation bootstraps from it; a termination (game over or lost life) never does. Stacks are padded
-with zeros before an episode's first frame, as the environment's own, and never reach across the write cursor.
+with zeros before an episode's first frame, as the environment's own; neither they nor an n-step window (which also
+stops at an episode's end) reach across the write cursor.
 
 Usage:
     python dqn_atari.py --env-id BreakoutNoFrameskip-v4
-    python dqn_atari.py --env-id PongNoFrameskip-v4 --double-q --checkpoint-every 500000
     python dqn_atari.py --resume runs/.../checkpoint.pt  # its own flags; a new --total-timesteps extends the run
     python dqn_atari.py --evaluate runs/.../model.pt --eval-episodes 30 --capture-video  # no training
 
@@ -253,8 +254,7 @@ def main(args: Args) -> dict:
         greedy = np.random.random(num_envs) >= epsilon
         if len(replay) >= args.learning_starts and greedy.any():
             with torch.no_grad():
-                q = q_network(torch.as_tensor(obs[greedy], device=device))
-            actions[greedy] = q.argmax(1).cpu().numpy()
+                actions[greedy] = q_network(torch.as_tensor(obs[greedy], device=device)).argmax(1).cpu().numpy()
 
         # STEP
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
@@ -385,8 +385,7 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 class Resize84(gym.ObservationWrapper):
-    """(210, 160) grayscale -> (84, 84) uint8 by area averaging, as OpenCV's INTER_AREA (what CleanRL and SB3 call)
-    does it, written as two small matrix products, rows @ frame @ cols.T: no OpenCV package for one resize."""
+    """(210, 160) -> (84, 84) uint8 by area averaging as OpenCV's INTER_AREA (CleanRL's, SB3's): rows @ frame @ cols."""
 
     def __init__(self, env: gym.Env, size: int = 84):
         super().__init__(env)
@@ -416,10 +415,9 @@ def make_envs(env_id: str, num_envs: int, sticky: bool = False) -> gym.vector.Sy
 
 # 7. Storage: frame replay; each frame stored once, stacks rebuilt at sampling
 class ReplayMemory:
-    """Transitions of num_envs environments, one column of capacity // num_envs slots each. Slot t of a column
-    holds the newest frame of s_t with a_t, r_t (clipped), terminated_t and first_t (s_t began an episode).
-    s' of slot t is the stack ending at slot t + 1: the next state, or after an episode's last step the true
-    final frame in a slot marked `last`, which is not a transition and is never sampled."""
+    """num_envs columns of capacity // num_envs slots. Slot t holds the newest frame of s_t with a_t, r_t (clipped),
+    terminated_t and first_t (s_t began an episode); s_{t+1} ends at slot t + 1, the true final frame after an
+    episode's last step: a slot marked `last`, which is not a transition and is never sampled."""
 
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple, stack: int, seed: int):
         self.cap, self.num_envs, self.stack = capacity // num_envs, num_envs, stack
@@ -550,10 +548,8 @@ def evaluate(q_network, env_id: str, sticky: bool, episodes: int, epsilon: float
     obs, _ = env.reset(seed=seed)
     returns, total = [], 0.0
     while len(returns) < episodes:
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(1).item())
+        greedy = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(1).item())
+        action = int(rng.integers(env.action_space.n)) if rng.random() < epsilon else greedy
         obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         if terminated or truncated:

@@ -178,8 +178,8 @@ class QNetwork(nn.Module):
 
 
 # 4. Targets and losses
-def td_target(rewards, terminated, next_q_target, next_q_online, gamma: float, double_q: bool) -> torch.Tensor:
-    """rewards, terminated (B,); next_q_target, next_q_online (B, A) at s'. Returns y (B,):
+def td_target(rewards, terminated, next_q_target, next_q_online, gamma, double_q: bool) -> torch.Tensor:
+    """rewards, terminated, gamma (B,) or gamma a number; next_q_target, next_q_online (B, A) at s'. Returns y (B,):
     r + gamma (1 - terminated) max_a' Q_target(s', a'), or with double_q Q_target(s', argmax_a' Q_online(s', a'))."""
     if double_q:
         next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)

@@ -442,6 +442,21 @@ def test_loop_logs_unclipped_whole_game_returns_and_stores_clipped_rewards(in_tm
     assert {"charts/epsilon", "losses/td_loss", "losses/q_values", "charts/SPS"} <= set(logged)
 
 
+def test_loop_learns_from_n_step_targets(in_tmp, fake_game):
+    """--n-step reaches the loss: its minibatches are discounted by gamma^3, or less far where a window met the
+    write cursor; a window that met a lost life (terminal) does not bootstrap."""
+    discounts, real_loss = [], D.dqn_loss
+
+    def spy(q_network, target_network, b, *rest):
+        discounts.extend(b["discounts"][~b["terminated"]].tolist())
+        return real_loss(q_network, target_network, b, *rest)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(D, "dqn_loss", spy)
+        D.main(fake_args(n_step=3, gamma=0.5))
+    assert set(discounts) <= {0.5, 0.25, 0.125} and discounts.count(0.125) > 0.9 * len(discounts)
+
+
 def test_target_network_is_a_copy_of_the_online_network_after_each_target_update(in_tmp, fake_game):
     """tau = 1: every target_network_frequency steps the target becomes the online network, and between two such
     steps it stays as it was while the online network learns."""

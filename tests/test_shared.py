@@ -108,6 +108,7 @@ SCRIPTS = {
             (["--gamma", "1.5"], "--gamma"),
             (["--end-e", "-0.1"], "--end-e"),
             (["--tau", "0"], "--tau"),
+            (["--n-step", "0"], "--n-step"),
             (["--env-id", "CartPole-v1"], "--env-id"),
             (["--env-id", "ALE/Breakot-v5"], "--env-id"),
             (["--env-id", "BreakoutNoFrameskip-v9"], "--env-id"),
