@@ -17,9 +17,9 @@ Nature 518:529; van Hasselt et al. 2016, "Deep RL with double Q-learning", arXiv
 Departures from the paper (the defaults are those of CleanRL's reproduction; the paper's values are in the flags'
 docs): Adam at 1e-4 instead of RMSProp at 2.5e-4; the target refreshed every 1,000 steps instead of every 10,000
 updates; epsilon to 0.01 over 10% of the run instead of to 0.1 over 1M frames; learning from 80k steps instead of
-50k. --loss mse gives CleanRL's squared loss. The README's preset for Pong in 1M steps on a CPU adds 3-step targets and
-Double DQN, two of the parts Rainbow (arXiv:1710.02298) found to speed learning most, and scales the replay (100k),
-the random start (20k steps) and epsilon's decay (100k steps) down to the shorter run.
+50k. --loss mse gives CleanRL's squared loss. The README's preset for Pong in 1M steps on a CPU adds 3-step targets
+(with prioritized replay, what Rainbow's ablations, arXiv:1710.02298, found most speeds early learning) and Double
+DQN, and scales the replay (100k), the random start (20k steps) and epsilon's decay (100k steps) to the shorter run.
 
 Preprocessing (DeepMind), written out as gymnasium wrappers in make_env: 1 to 30 no-op frames at reset, each action
 repeated for 4 frames with the max of the last two (sprites that flicker stay visible), 84x84 grayscale, the last 4
