@@ -728,7 +728,7 @@ def check_args(args, make, positive: str = "", fraction: str = "", non_negative:
     try:
         env = make()  # gymnasium also imports the module of a "module:EnvId"
     except (gym.error.Error, ImportError) as e:
-        fail("--env-id", str(e))
+        fail("--env-id", f"{e}" + (" A package's id: module:EnvId" if isinstance(e, gym.error.UnregisteredEnv) else ""))
     missing = [] if importlib.util.find_spec("moviepy") or not args.capture_video else ["moviepy"]
     try:
         if args.capture_video and os.environ.setdefault("SDL_VIDEODRIVER", "dummy"):  # else SDL prints "error:" lines
@@ -757,7 +757,7 @@ def open_run(args, run_dir: str | None = None, resumed_at: int | None = None) ->
     """Says first where it writes: a resumed run's folder (purged after resumed_at), else a new one; --track: W&B."""
     exp_name, unix_time = args.exp_name + ("-eval" if args.evaluate else ""), int(time.time())
     while run_dir is None or (resumed_at is None and os.path.exists(run_dir)):  # never an earlier run's folder
-        run_dir = f"runs/{args.env_id.replace('/', '-')}__{exp_name}__{args.seed}__{unix_time}"
+        run_dir = f"runs/{re.sub('[/:]', '-', args.env_id)}__{exp_name}__{args.seed}__{unix_time}"  # portable
         unix_time += 1
     print(f"run folder: {run_dir}" + (f" (evaluating {args.evaluate})" if args.evaluate else ""))
     if args.track:  # in ./wandb: inside runs/, TensorBoard would show its copy of the curves too

@@ -76,6 +76,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # no emulator banner before the run folder
 
 
 # 2. Args
@@ -351,8 +352,7 @@ class MaxAndSkip(gym.Wrapper):
 
 
 class LifeLoss(gym.Wrapper):
-    """info["life_lost"]: a life was lost in this step but the game goes on (terminal for learning). With fire, FIRE
-    is pressed at reset and after a lost life (the header says why), its reward and end of game part of the step."""
+    """info["life_lost"]: a life lost, the game going on (terminal for learning). fire: FIRE at reset and after it."""
 
     def __init__(self, env: gym.Env, fire: bool):
         super().__init__(env)
@@ -579,7 +579,7 @@ def check_args(args, make, positive: str = "", fraction: str = "", non_negative:
     try:
         env = make()  # gymnasium also imports the module of a "module:EnvId"
     except (gym.error.Error, ImportError) as e:
-        fail("--env-id", str(e))
+        fail("--env-id", f"{e}" + (" A package's id: module:EnvId" if isinstance(e, gym.error.UnregisteredEnv) else ""))
     missing = [] if importlib.util.find_spec("moviepy") or not args.capture_video else ["moviepy"]
     try:
         if args.capture_video and os.environ.setdefault("SDL_VIDEODRIVER", "dummy"):  # else SDL prints "error:" lines
@@ -608,7 +608,7 @@ def open_run(args, run_dir: str | None = None, resumed_at: int | None = None) ->
     """Says first where it writes: a resumed run's folder (purged after resumed_at), else a new one; --track: W&B."""
     exp_name, unix_time = args.exp_name + ("-eval" if args.evaluate else ""), int(time.time())
     while run_dir is None or (resumed_at is None and os.path.exists(run_dir)):  # never an earlier run's folder
-        run_dir = f"runs/{args.env_id.replace('/', '-')}__{exp_name}__{args.seed}__{unix_time}"
+        run_dir = f"runs/{re.sub('[/:]', '-', args.env_id)}__{exp_name}__{args.seed}__{unix_time}"  # portable
         unix_time += 1
     print(f"run folder: {run_dir}" + (f" (evaluating {args.evaluate})" if args.evaluate else ""))
     if args.track:  # in ./wandb: inside runs/, TensorBoard would show its copy of the curves too

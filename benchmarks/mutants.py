@@ -804,6 +804,27 @@ MUTANTS = [
         [SHARED + "test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130"],
     ),
     (
+        "loop-emulator-banner-first",
+        "dqn_atari.py",
+        "ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)",
+        "ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Info)",
+        [SHARED + "test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130[dqn_atari.py]"],
+    ),
+    (
+        "loop-run-folder-keeps-the-colon",
+        "reinforce.py",
+        "re.sub('[/:]', '-', args.env_id)",
+        "re.sub('/', '-', args.env_id)",
+        [SHARED + "test_a_users_own_environment_in_module_form_without_render_mode[reinforce.py]"],
+    ),
+    (
+        "loop-no-module-form-hint",
+        "actor_critic_gae.py",
+        """(" A package's id: module:EnvId" if isinstance(e, gym.error.UnregisteredEnv) else "")""",
+        """("" if isinstance(e, gym.error.UnregisteredEnv) else "")""",
+        [SHARED + "test_env_id_typos_get_gymnasiums_suggestion_in_one_line[actor_critic_gae.py]"],
+    ),
+    (
         "loop-no-checkpoint-on-stop",
         "dqn_per_her.py",
         'return stop["signal"] is not None or (',

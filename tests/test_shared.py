@@ -512,7 +512,7 @@ def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_
     result = run_script(script, *flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"eval: mean return (\d+\.\d) over 1 episodes", result.stdout), result.stdout  # 0 to 10
-    assert [p.name.split("__")[0] for p in (tmp_path / "runs").iterdir()] == ["mymod:NoRender-v0"]
+    assert [p.name.split("__")[0] for p in (tmp_path / "runs").iterdir()] == ["mymod-NoRender-v0"]  # no colon in a path
     missing = run_script(script, "--env-id", "nomod:NoRender-v0", cwd=tmp_path)
     assert missing.returncode == 2 and "--env-id" in missing.stderr and "nomod" in missing.stderr
 
@@ -638,7 +638,7 @@ def test_ctrl_c_writes_the_checkpoint_and_summary_then_exits_130(script, tmp_pat
         proc.kill()
     lines = head + out.splitlines()
     assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "A.L.E" not in err  # dqn_atari.py: no emulator banner before the run folder
     (checkpoint,) = tmp_path.glob("runs/*/checkpoint.pt")
     run_dir = str(checkpoint.parent.relative_to(tmp_path))
     assert lines[0] == f"run folder: {run_dir}" or lines[1] == f"run folder: {run_dir}", lines[:2]
@@ -783,6 +783,7 @@ def test_env_id_typos_get_gymnasiums_suggestion_in_one_line(script, in_tmp, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --env-id: "), err
     assert "Did you mean: `CartPole`?" in err[0], err  # gymnasium's own suggestion, passed on
+    assert err[0].endswith("A package's id: module:EnvId"), err  # as popgym:popgym-RepeatPreviousEasy-v0
 
 
 @pytest.mark.parametrize("script", ALL)
