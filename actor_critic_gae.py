@@ -28,6 +28,14 @@ with a large epsilon (1e-3) so that its steps shrink with the gradient once the 
 CartPole from collapsing after it reaches 500; GAE instead of plain k-step returns (lambda = 1 recovers them).
 The defaults are tuned for CartPole; for Atari use the flags of the usage line below (those of A2C papers).
 
+Autoencoder features (--autoencoder, Atari). Of the four kinds of network deep RL is built from (fully connected,
+convolutional, recurrent, autoencoders), an autoencoder's encoder can give the agent its features: here the Nature
+CNN trunk, mirrored by a decoder of transposed convolutions, both learning L_AE = mean ||x~ - x||^2 with
+x~ = decoder(trunk(x)), x the observation in [0, 1]. offline: before any RL update, on frames of a uniformly random
+agent, then frozen: the heads learn on features found without reward (fine-tuned, the trunk would only be a warm
+start for plain A2C), and no gradient runs through the CNN. online: L = L_A2C + ae_coef * L_AE on each rollout,
+one backward, one optimiser. Papers: Jaderberg et al. 2016, arXiv:1611.05397; Yarats et al. 2019, arXiv:1910.01741.
+
 Episode boundaries. Environments reset inside the step that ends an episode (gymnasium's SAME_STEP
 autoreset), so the true last observation of an episode is info["final_obs"]. The advantage recursion stops at
 every episode end. It bootstraps at the end of a rollout from V(s_T), at a truncation (time limit) from V of
@@ -59,6 +67,8 @@ TensorBoard keys:
     losses/entropy            mean entropy of the policy, nats
     losses/explained_variance 1 - Var(target - V) / Var(target)
     losses/grad_norm          gradient norm before clipping
+    losses/reconstruction     --autoencoder: L_AE on the rollout (offline: of the frozen autoencoder, only measured)
+    images/reconstruction     --autoencoder: 4 frames (left) and their x~ (right), 10 times a run, the last at its end
     eval/episodic_return      return of each evaluation episode of the final policy (deterministic actions)
 """
 
@@ -76,7 +86,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import ale_py
 import gymnasium as gym
@@ -162,6 +172,12 @@ class Args:
     """an LSTM before the heads, its memory carried from step to step (README.md: partial observability)"""
     lstm_size: int = 64
     """units of each LSTM of --recurrent"""
+    autoencoder: Literal["none", "offline", "online"] = "none"
+    """Atari: the trunk is also an autoencoder's encoder, pretrained on random frames then frozen, or trained online"""
+    autoencoder_steps: int = 10_000
+    """offline: frames of a random agent to pretrain on, 3 epochs, in each process (not counted in --total-timesteps)"""
+    ae_coef: float = 1.0
+    """online: weight of the reconstruction loss L_AE"""
     # Derived (not flags)
     batch_size: int = dataclasses.field(init=False, default=0)
     """num_envs * num_steps * processes, environment steps per update"""
@@ -224,9 +240,9 @@ class ActorCritic(nn.Module):
     """Images: the Nature CNN trunk with an actor and a critic head. Vector observations: two MLPs, or one
     shared MLP trunk with two heads (--shared). With lstm_size (--recurrent), an LSTM before the heads: one
     after the shared trunk, or one in each MLP before its last layer (the two share nothing, as without it).
-    Discrete: categorical logits; Box: Gaussian mean and a state-independent log std."""
+    Discrete: categorical logits; Box: Gaussian mean and a state-independent log std. decoder: see reconstruct()."""
 
-    def __init__(self, obs_shape: tuple, action_space: gym.Space, hidden: int, shared: bool, lstm_size: int = 0):
+    def __init__(self, obs_shape: tuple, action_space, hidden: int, shared: bool, lstm_size: int = 0, decoder=False):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         n_out = action_space.n if self.discrete else action_space.shape[0]
@@ -237,6 +253,11 @@ class ActorCritic(nn.Module):
                 layers += [layer(nn.Conv2d(c_in, c_out, k, stride=stride), np.sqrt(2)), nn.ReLU()]
             self.trunk = nn.Sequential(*layers, nn.Flatten(), layer(nn.Linear(64 * 7 * 7, 512), np.sqrt(2)), nn.ReLU())
             features = 512
+            if decoder:  # 512 features -> (frames, 84, 84), linear at the end: x~ is compared with x in [0, 1]
+                layers = [layer(nn.Linear(512, 64 * 7 * 7), np.sqrt(2)), nn.ReLU(), nn.Unflatten(1, (64, 7, 7))]
+                for c_in, c_out, k, stride in [(64, 64, 3, 1), (64, 32, 4, 2), (32, obs_shape[0], 8, 4)]:  # 9, 20, 84
+                    layers += [layer(nn.ConvTranspose2d(c_in, c_out, k, stride=stride), np.sqrt(2)), nn.ReLU()]
+                self.decoder = nn.Sequential(*layers[:-1])
         elif shared:
             self.trunk, features = mlp(obs_shape[0], None, hidden), hidden
         else:  # no shared features: each MLP's last layer is its head
@@ -328,6 +349,13 @@ def a2c_loss(
     return policy_loss + vf_coef * value_loss - ent_coef * entropy.mean(), policy_loss, value_loss, entropy.mean()
 
 
+def reconstruct(agent, b_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """b_obs (B, C, 84, 84) uint8 -> (L_AE = mean of (x~ - x)^2 over all B C 84 84 values, x~), x = b_obs / 255."""
+    x = b_obs.float() * agent.scale
+    x_hat = agent.decoder(agent.trunk(x))
+    return (x_hat - x).pow(2).mean(), x_hat
+
+
 def normalize(x: torch.Tensor, distributed: bool) -> torch.Tensor:
     """x (B,) -> (x - mean) / (std + 1e-8), mean and (unbiased) std over x, or under torchrun over the x of every
     process together (each holds B values): what one process holding the whole batch would compute."""
@@ -387,8 +415,8 @@ def main(args: Args) -> dict:
     device = setup_torch(args.seed + rank, args.cuda, args.torch_threads, args.torch_deterministic)
 
     torch.manual_seed(args.seed)  # the same initial networks in every process ...
-    lstm_size = args.lstm_size if args.recurrent else 0  # --recurrent: LSTMs of --lstm-size units
-    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size).to(device)
+    lstm_size, decoder = args.lstm_size if args.recurrent else 0, args.autoencoder != "none"  # LSTMs, a decoder
+    agent = ActorCritic(obs_space.shape, action_space, args.hidden_size, args.shared, lstm_size, decoder).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     torch.manual_seed(args.seed + rank)  # ... but each process samples its own actions
     evaluation = partial(evaluate, agent, args.env_id, args.frame_stack, args.eval_episodes, args.seed + 10_000)
@@ -417,6 +445,12 @@ def main(args: Args) -> dict:
     writer = open_run(args, state["run_dir"], global_step if args.resume else None) if rank == 0 else None
     run_dir = writer and writer.log_dir
     envs = make_envs(args.env_id, num_envs, args.frame_stack)
+    if args.autoencoder == "offline" and checkpoint is None:  # resumed: the checkpoint holds the pretrained trunk
+        ae_losses = pretrain_autoencoder(agent, optimizer, envs, args.autoencoder_steps, args.seed + rank, world)
+        if rank == 0:
+            print(f"autoencoder: L_AE {ae_losses[0]:.5f} -> {ae_losses[-1]:.5f} in {len(ae_losses)} steps")
+    if args.autoencoder == "offline":  # from here on only the heads learn
+        nn.ModuleList([agent.trunk, agent.decoder]).requires_grad_(False)
     rollout = make_rollout(num_steps, num_envs, obs_space, action_space, device)
     is_atari = atari_game(args.env_id) is not None
     low, high = (None, None) if agent.discrete else (action_space.low, action_space.high)
@@ -493,6 +527,9 @@ def main(args: Args) -> dict:
         replay = (rollout_state, rollout.starts.flatten())  # --recurrent: the LSTM's first memory, where it is zeroed
         coefs = (args.vf_coef, args.ent_coef, args.norm_adv, distributed, replay)
         loss, policy_loss, value_loss, entropy = a2c_loss(agent, b_obs, b_actions, b_advantages, b_returns, *coefs)
+        if decoder:  # online: L_AE in the same backward, so torchrun averages its gradients with A2C's
+            reconstruction, b_decoded = reconstruct(agent, b_obs)  # offline: trunk and decoder frozen, no gradient
+            loss = loss + args.ae_coef * reconstruction
         optimizer.zero_grad()
         loss.backward()
         if distributed and all_reduce_mean(agent, stop["signal"] is not None, world):  # the gradients: their mean
@@ -505,6 +542,10 @@ def main(args: Args) -> dict:
         if writer is not None:
             explained_variance = 1 - (b_returns - b_values).var() / (b_returns.var() + 1e-8)
             losses = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, "grad_norm": grad_norm}
+            losses |= {"reconstruction": reconstruction} if decoder else {}
+            if decoder and (global_step - args.batch_size) * 10 // end < global_step * 10 // end:  # each tenth
+                images = torch.cat([b_obs[:4, -1] * agent.scale, b_decoded[:4, -1]], 2)  # TensorBoard clips to [0, 1]
+                writer.add_image("images/reconstruction", images.flatten(0, 1), global_step, dataformats="HW")
             for key, v in (losses | {"explained_variance": explained_variance}).items():
                 writer.add_scalar(f"losses/{key}", v.item(), global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
@@ -529,6 +570,23 @@ def main(args: Args) -> dict:
         dist.destroy_process_group()
     result = {"run_dir": run_dir, "global_step": global_step, "episodic_returns": episodic_returns, "sps": sps}
     return result | {"episodic_steps": episodic_steps, "eval_returns": eval_returns, "signal": stop["signal"]}
+
+
+def pretrain_autoencoder(agent, optimizer, envs, frames: int, seed: int, world: int) -> list:
+    """--autoencoder offline: `frames` observations of a uniformly random agent in envs, then 3 epochs of optimiser
+    steps on L_AE in batches of 64 (no gradient reaches the heads; torchrun: averaged gradients). Returns each L_AE."""
+    data = [torch.as_tensor(envs.reset(seed=seed)[0])]
+    while len(data) * envs.num_envs < frames:  # actions drawn by NumPy, seeded with the process's seed
+        data.append(torch.as_tensor(envs.step(np.random.randint(envs.single_action_space.n, size=envs.num_envs))[0]))
+    data, losses = torch.cat(data)[:frames].to(next(agent.parameters()).device), []
+    for batch in torch.cat([torch.randperm(frames) for _ in range(3)]).split(64):
+        losses.append(reconstruct(agent, data[batch])[0])
+        optimizer.zero_grad()
+        losses[-1].backward()
+        if world > 1:
+            all_reduce_mean(agent, False, world)
+        optimizer.step()
+    return [loss.item() for loss in losses]
 
 
 # 6. Environment
@@ -644,9 +702,9 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         if args.capture_video:
             fail("--capture-video", "is not supported for Atari ids; record a classic-control run instead")
     sizes = "total_timesteps num_envs num_steps hidden_size lstm_size learning_rate max_grad_norm adam_eps"
-    sizes += " frame_stack" if args.frame_stack is not None else ""
+    sizes += " autoencoder_steps" + (" frame_stack" if args.frame_stack is not None else "")
     make = partial(make_envs, args.env_id, 1) if game else partial(make_env, args.env_id)
-    env = check_args(args, partial(make, args.frame_stack), sizes, "gamma gae_lambda", "vf_coef ent_coef")
+    env = check_args(args, partial(make, args.frame_stack), sizes, "gamma gae_lambda", "vf_coef ent_coef ae_coef")
     obs_space = getattr(env, "single_observation_space", env.observation_space)  # Atari: a vector env
     action_space = getattr(env, "single_action_space", env.action_space)
     env.close()
@@ -655,6 +713,8 @@ def validate(args: Args) -> tuple[gym.Space, gym.Space]:
         fail("--env-id", f"{args.env_id} has action space {action_space}; valid: Discrete or 1-D Box")
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) in ((1, 3) if game else (1,))):
         fail("--env-id", f"{args.env_id} has observation space {obs_space}; valid: 1-D Box or Atari")
+    if args.autoencoder != "none" and len(obs_space.shape) == 1:
+        fail("--autoencoder", f"reconstructs image observations; {args.env_id} has vectors: give an Atari id or none")
     return obs_space, action_space
 
 
@@ -699,7 +759,7 @@ def evaluate(agent: ActorCritic, env_id: str, frame_stack, episodes: int, seed: 
 def all_reduce_mean(agent: nn.Module, stopping: bool, world: int) -> bool:
     """torchrun: each gradient of agent becomes its mean over the processes, in one all_reduce that also sums
     their stop flags; returns whether any process was asked to stop."""
-    grads = [p.grad for p in agent.parameters()]
+    grads = [p.grad for p in agent.parameters() if p.grad is not None]  # --autoencoder: frozen, or not yet used
     flat = torch.cat([g.flatten() for g in grads] + [torch.tensor([float(stopping)], device=grads[0].device)])
     dist.all_reduce(flat)
     offset = 0

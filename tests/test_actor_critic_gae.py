@@ -791,3 +791,174 @@ def test_two_recurrent_processes_under_torchrun_stay_identical(tmp_path):
     assert all(r["max_diff"] == 0.0 for r in ranks)
     first = [torch.load(out / f"rank{r}.pt", weights_only=False)["batch"][0] for r in (0, 1)]
     assert not torch.equal(first[0], first[1])  # each process its own environments
+
+
+# --autoencoder: the trunk as an autoencoder's encoder, pretrained offline or trained online with an auxiliary loss
+AE_FLAGS = {"env_id": "BreakoutNoFrameskip-v4", "num_envs": 2, "num_steps": 4, "cuda": False, "progress": False}
+
+
+@pytest.mark.parametrize("frames", [4, 1])
+def test_the_decoder_mirrors_the_trunk_back_to_the_frames(frames):
+    """decoder(trunk(x)) has the shape of x, the frame stack included (--frame-stack 1: one frame)."""
+    agent = A.ActorCritic((frames, 84, 84), gym.spaces.Discrete(4), 64, shared=True, decoder=True)
+    obs = torch.randint(0, 256, (3, frames, 84, 84), dtype=torch.uint8)
+    assert A.reconstruct(agent, obs)[1].shape == obs.shape
+
+
+def test_the_reconstruction_loss_is_the_mean_squared_difference_from_the_frames_in_0_1():
+    """L_AE = E ||x~ - x||^2 per value, x = obs / 255 and x~ = decoder(trunk(x)), summed value by value here."""
+    torch.manual_seed(0)
+    agent = A.ActorCritic((4, 84, 84), gym.spaces.Discrete(4), 64, shared=True, decoder=True)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    loss, x_hat = A.reconstruct(agent, obs)
+    torch.testing.assert_close(x_hat, agent.decoder(agent.trunk(obs.float() / 255)))
+    total = sum((value - pixel / 255) ** 2 for value, pixel in zip(x_hat.flatten().tolist(), obs.flatten().tolist()))
+    assert loss.item() == pytest.approx(total / obs.numel(), rel=1e-5)
+
+
+@pytest.mark.parametrize("flags", [{}, {"recurrent": True, "frame_stack": 1}])
+def test_online_the_trunk_gets_a2cs_gradient_plus_ae_coef_times_the_autoencoders(flags, in_tmp, monkeypatch):
+    """One update of the real loop with --autoencoder online: the gradients that reach Adam are those of the
+    script's a2c_loss on the batch the loop collected plus ae_coef times those of mean((decoder(trunk(x)) - x)^2),
+    x = obs / 255: both in the trunk, L_AE's alone in the decoder, A2C's alone in the heads (and the LSTM of
+    --recurrent). The checkpoint keeps the decoder and the optimiser's state of it."""
+    seen, steps, real_loss, real_step = {}, [], A.a2c_loss, torch.optim.Adam.step
+
+    def loss_spy(agent, *args):
+        seen.update(agent=agent, args=[a.clone() if torch.is_tensor(a) else a for a in args])
+        return real_loss(agent, *args)
+
+    def step_spy(self, *args, **kwargs):
+        steps.append(([p.grad.clone() for g in self.param_groups for p in g["params"]], copy.deepcopy(seen["agent"])))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(A, "a2c_loss", loss_spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_spy)
+    run = {"autoencoder": "online", "ae_coef": 0.3, "max_grad_norm": 1e9, "total_timesteps": 8, "checkpoint_every": 8}
+    result = A.main(A.Args(**AE_FLAGS, **run, **flags, eval_episodes=0))
+    ((grads, agent),) = steps
+    params = list(agent.parameters())
+    zero = lambda grads: [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    a2c = zero(torch.autograd.grad(real_loss(agent, *seen["args"])[0], params, allow_unused=True))
+    x = seen["args"][0].float() / 255
+    ae = zero(
+        torch.autograd.grad((agent.decoder(agent.trunk(x)) - x).pow(2).sum() / x.numel(), params, allow_unused=True)
+    )
+    names = [name for name, _ in agent.named_parameters()]
+    for name, got, g_a2c, g_ae in zip(names, grads, a2c, ae, strict=True):
+        torch.testing.assert_close(got, g_a2c + 0.3 * g_ae, rtol=1e-4, atol=1e-7, msg=name)
+        assert (g_a2c.abs().sum() > 0) == (not name.startswith("decoder.")), name
+        assert (g_ae.abs().sum() > 0) == name.startswith(("trunk.", "decoder.")), name
+    saved = torch.load(os.path.join(result["run_dir"], "checkpoint.pt"), weights_only=False)
+    assert any(key.startswith("decoder.") for key in saved["agent"]) and len(saved["optimizer"]["state"]) == len(params)
+
+
+def images(run_dir: str) -> list[tuple[int, int, int]]:
+    """The images/reconstruction of a run folder: (step, height, width) of each."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"images": 0})
+    acc.Reload()
+    return [(e.step, e.height, e.width) for e in acc.Images("images/reconstruction")]
+
+
+def test_offline_pretraining_trains_the_autoencoder_alone_and_the_loop_starts_from_it_frozen(in_tmp, monkeypatch):
+    """--autoencoder offline: pretraining on a random agent's frames changes every parameter of the trunk and the
+    decoder and nothing else; the loop's first update starts from exactly the pretrained networks, and no update
+    changes the trunk or the decoder (frozen) while the heads learn; a resumed run neither pretrains again nor
+    thaws them. L_AE is logged at every update, frames beside their reconstructions at the end of each run."""
+    seen, real_pretrain, real_loss = {"pretrained": 0}, A.pretrain_autoencoder, A.a2c_loss
+
+    def pretrain_spy(agent, *args):
+        seen["before"] = copy.deepcopy(agent.state_dict())
+        losses = real_pretrain(agent, *args)
+        seen["after"], seen["pretrained"] = copy.deepcopy(agent.state_dict()), seen["pretrained"] + 1
+        return losses
+
+    def loss_spy(agent, *args):
+        seen.setdefault("first_update", copy.deepcopy(agent.state_dict()))
+        seen["agent"] = agent
+        return real_loss(agent, *args)
+
+    monkeypatch.setattr(A, "pretrain_autoencoder", pretrain_spy)
+    monkeypatch.setattr(A, "a2c_loss", loss_spy)
+    flags = AE_FLAGS | {"autoencoder": "offline", "autoencoder_steps": 128, "eval_episodes": 0}
+    first = A.main(A.Args(**flags, total_timesteps=32, checkpoint_every=32))
+    before, after = seen["before"], seen["after"]
+    autoencoder = {key for key in before if key.startswith(("trunk.", "decoder."))}
+    assert {key for key in before if not torch.equal(before[key], after[key])} == autoencoder
+    assert all(torch.equal(seen["first_update"][key], after[key]) for key in after)
+    path = os.path.join(first["run_dir"], "checkpoint.pt")
+    monkeypatch.setattr(sys, "argv", ["x.py", "--resume", path, "--total-timesteps", "64"])
+    resumed = A.main(A.Args(resume=path, total_timesteps=64, cuda=False, progress=False, eval_episodes=0))
+    assert resumed["global_step"] == 64 and seen["pretrained"] == 1
+    final = seen["agent"].state_dict()
+    assert {key for key in final if not torch.equal(final[key], after[key])} == set(final) - autoencoder
+    assert len(scalars(first["run_dir"])["losses/reconstruction"]) == 64 // 8
+    logged = images(first["run_dir"])
+    assert (32, 4 * 84, 2 * 84) in logged and (64, 4 * 84, 2 * 84) in logged
+
+
+class MovingSquare(gym.Env):
+    """A tiny image environment: a white 12x12 square on black, moved 6 pixels by each action (4 directions)."""
+
+    observation_space = gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = self.np_random.integers(0, 73, 2)
+        return self.render_frame(), {}
+
+    def step(self, action):
+        self.position = np.clip(self.position + 6 * np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])[action], 0, 72)
+        return self.render_frame(), 0.0, False, False, {}
+
+    def render_frame(self):
+        frame = np.zeros((1, 84, 84), np.uint8)
+        frame[0, self.position[0] : self.position[0] + 12, self.position[1] : self.position[1] + 12] = 255
+        return frame
+
+
+def test_pretraining_on_a_random_agents_frames_learns_to_reconstruct_them():
+    """pretrain_autoencoder on MovingSquare, 512 frames of a random agent (24 steps): L_AE falls, and on new frames
+    it ends below that of the best output that ignores its input (the mean frame): the features locate the square."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    envs = gym.vector.SyncVectorEnv([MovingSquare] * 4)
+    agent = A.ActorCritic((1, 84, 84), gym.spaces.Discrete(4), 64, shared=True, decoder=True)
+    losses = A.pretrain_autoencoder(agent, torch.optim.Adam(agent.parameters(), lr=1e-3), envs, 512, 0, 1)
+    assert len(losses) == 3 * 512 // 64 and losses[-1] < 0.7 * losses[0]
+    obs = torch.as_tensor(
+        np.concatenate([envs.reset(seed=1)[0]] + [envs.step(np.random.randint(4, size=4))[0] for _ in range(50)])
+    )
+    x = obs.float() / 255
+    with torch.no_grad():
+        fresh, mean_frame = A.reconstruct(agent, obs)[0].item(), (x - x.mean(0)).pow(2).mean().item()
+    assert fresh < 0.8 * mean_frame, (fresh, mean_frame)
+
+
+@pytest.mark.parametrize(
+    "flags,flag",
+    [
+        ({"env_id": "CartPole-v1", "autoencoder": "online"}, "--autoencoder"),  # vectors: nothing to reconstruct
+        ({"autoencoder": "offline", "autoencoder_steps": 0}, "--autoencoder-steps"),
+        ({"autoencoder": "online", "ae_coef": -0.5}, "--ae-coef"),
+    ],
+)
+def test_autoencoder_flags_out_of_range_are_refused_in_one_line(flags, flag, in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        A.main(A.Args(**(AE_FLAGS | {"total_timesteps": 8, "eval_episodes": 0} | flags)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: "), err
+    assert not os.path.exists("runs")
+
+
+def test_two_offline_autoencoder_processes_under_torchrun_stay_identical(tmp_path):
+    """--autoencoder offline under torchrun: pretraining averages the autoencoder's gradients over the processes
+    (each with frames of its own), then the frozen trunk has none to average; the replicas stay equal throughout."""
+    flags = {"env_id": "BreakoutNoFrameskip-v4", "autoencoder": "offline", "autoencoder_steps": 128}
+    out = run_ddp_check(tmp_path, flags | {"total_timesteps": 64, "checkpoint_every": 64, "eval_episodes": 0})
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["updates"] for r in ranks] == [3 * 128 // 64 + 64 // (2 * 4 * 8)] * 2
+    assert all(r["max_diff"] == 0.0 for r in ranks)
