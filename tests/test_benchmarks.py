@@ -126,8 +126,10 @@ def readme_figures() -> list[tuple[str, str]]:
             f"Training runs at {train} environment steps per second on 2 CPU cores, against {random} for the same "
             "vector environment with random actions"
         ),
-        f"CartPole solved in {median} steps (median of 5 seeds): {round(table_steps(median) / train)} s at the "
-        f"{train:,} steps/s recorded on 2 idle CPU cores",
+        (
+            f"CartPole solved in {median} steps (median of 5 seeds): {round(table_steps(median) / train)} s at the "
+            f"{train:,} steps/s recorded on 2 idle CPU cores"
+        ),
         f"200,000 steps: {round(200_000 / train)} s at the {train:,} steps a second recorded on 2 idle CPU cores",
         f"reached 475 (of 500) after {median} steps in the recorded median of 5 seeds ({worst} the worst)",
     ]
@@ -144,8 +146,10 @@ def readme_figures() -> list[tuple[str, str]]:
         ),
         f"Acrobot-v1 ends at {round(acrobot_mean)} ± {round(acrobot_std)}",
         f"Training ran at {train:,} steps per second on 2 idle CPU cores",
-        f"CartPole solved in {median} steps (median of 5 seeds): {round(table_steps(median) / train)} s at the "
-        f"{train:,} steps/s recorded on 2 idle CPU cores",
+        (
+            f"CartPole solved in {median} steps (median of 5 seeds): {round(table_steps(median) / train)} s at the "
+            f"{train:,} steps/s recorded on 2 idle CPU cores"
+        ),
     ]
     pong, breakout = (row("a2c_atari_gpu", env_id=f"{game}NoFrameskip-v4") for game in ("Pong", "Breakout"))
     pong_at, breakout_at = (mega(table_steps(to_threshold(r)[0])) for r in (pong, breakout))
