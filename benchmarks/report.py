@@ -227,11 +227,12 @@ def main():
         latest[(job["script"], job["env_id"], job["variant"], job["seed"])] = job
     groups = defaultdict(list)
     for (script, env_id, variant, _), job in sorted(latest.items()):
-        if job["returncode"] not in (0, 130, 143) or not job["run_dir"]:  # 130, 143: stopped by a signal, saved
+        if job["returncode"] not in (0, 130, 143, -2, -15) or not job["run_dir"]:  # stopped by SIGINT or SIGTERM
             sys.exit(f"error: job failed: {job['command']} (see {job['log']})")
         job["run_dir"] = str(src / "runs" / Path(job["run_dir"]).name)  # also when made on another machine
         groups[(script, env_id, variant)].append(job)
     stopped = [f"{k[1]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (130, 143)]
+    killed = [f"{k[1]} {k[2]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (-2, -15)]
 
     rows, curves = [], {}
     for (script, env_id, variant), jobs in groups.items():
@@ -309,6 +310,8 @@ def main():
     ]
     if stopped:
         lines.append(f"Stopped by a signal before --total-timesteps (each wrote its checkpoint): {', '.join(stopped)}.")
+    if killed:  # a signal after the training loop (the final evaluation): the curve is whole, the evaluation is not
+        lines.append(f"Ended by a signal without its handler (no checkpoint), as far as it got: {', '.join(killed)}.")
     if meta.get("note"):
         lines.append(f"Note: {meta['note']}.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
