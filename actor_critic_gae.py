@@ -181,8 +181,6 @@ class Args:
     # Derived (not flags)
     batch_size: int = dataclasses.field(init=False, default=0)
     """num_envs * num_steps * processes, environment steps per update"""
-    num_updates: int = dataclasses.field(init=False, default=0)
-    """total_timesteps // batch_size"""
 
 
 # 3. Networks
@@ -407,8 +405,7 @@ def main(args: Args) -> dict:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     distributed, num_envs, num_steps = world > 1, args.num_envs, args.num_steps
     args.batch_size = num_envs * num_steps * world
-    args.num_updates = args.total_timesteps // args.batch_size
-    if args.num_updates == 0:
+    if args.total_timesteps < args.batch_size:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps * processes = {args.batch_size}")
     if args.norm_adv and args.batch_size == 1:  # the std of one advantage is NaN
         fail("--norm-adv", "normalises over the batch: needs --num-envs * --num-steps of at least 2")
@@ -440,6 +437,7 @@ def main(args: Args) -> dict:
     unit = f"updates of {args.batch_size} steps"
     if rank == 0 and end != args.total_timesteps and global_step < args.total_timesteps:
         print(f"note: --total-timesteps {args.total_timesteps} runs as {end}, a whole number of {unit}")
+    args.total_timesteps = end  # what runs, and what its checkpoints say: resuming the last trains nothing
     if checkpoint is not None and world > 1:
         torch.manual_seed(args.seed + rank + global_step)
     writer = open_run(args, state["run_dir"], global_step if args.resume else None) if rank == 0 else None
@@ -901,9 +899,10 @@ def load_run(args, script: str, schedules: str = "") -> tuple:
     if ignored := [name for name in kept if name in given and kept[name] != getattr(args, name)]:
         print(f"note: {', '.join('--' + n.replace('_', '-') for n in ignored)} ignored: the saved run keeps its own")
     args, step, was = dataclasses.replace(args, **kept), saved.get("global_step", 0), saved["args"]["total_timesteps"]
-    if args.resume and step >= args.total_timesteps:
+    if args.resume and step >= args.total_timesteps:  # the run's folder stays as it was
         print(f"resume: step {step} of {args.total_timesteps}, already the end: nothing to train")
-    elif args.resume:
+        raise SystemExit(0)
+    if args.resume:
         change = f"; --total-timesteps changes the run's length from {was}: {schedules}"
         print(f"resume: step {step} of {args.total_timesteps}" + (change if args.total_timesteps != was else ""))
     return args, saved
@@ -917,9 +916,7 @@ def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: d
         print(f"stopped by signal {stop['signal']}; continue with --resume {saved[0]}")
     elif args.save_model and summary:
         saved.append(f"{run_dir}/model.pt")
-        write_checkpoint(saved[-1], args, script, networks, {})
-        for name, network in networks.items():
-            network.load_state_dict(torch.load(saved[-1], map_location="cpu", weights_only=False)[name])
+        write_checkpoint(saved[-1], args, script, networks, {})  # the networks as evaluated below
     if stop["signal"] is None and args.eval_episodes > 0:
         saved += [f"{run_dir}/videos"] if args.capture_video else []
         returns, successes = evaluation(video_dir=saved[-1] if args.capture_video else None)

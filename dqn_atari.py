@@ -692,9 +692,10 @@ def load_run(args, script: str, schedules: str = "") -> tuple:
     if ignored := [name for name in kept if name in given and kept[name] != getattr(args, name)]:
         print(f"note: {', '.join('--' + n.replace('_', '-') for n in ignored)} ignored: the saved run keeps its own")
     args, step, was = dataclasses.replace(args, **kept), saved.get("global_step", 0), saved["args"]["total_timesteps"]
-    if args.resume and step >= args.total_timesteps:
+    if args.resume and step >= args.total_timesteps:  # the run's folder stays as it was
         print(f"resume: step {step} of {args.total_timesteps}, already the end: nothing to train")
-    elif args.resume:
+        raise SystemExit(0)
+    if args.resume:
         change = f"; --total-timesteps changes the run's length from {was}: {schedules}"
         print(f"resume: step {step} of {args.total_timesteps}" + (change if args.total_timesteps != was else ""))
     return args, saved
@@ -708,9 +709,7 @@ def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: d
         print(f"stopped by signal {stop['signal']}; continue with --resume {saved[0]}")
     elif args.save_model and summary:
         saved.append(f"{run_dir}/model.pt")
-        write_checkpoint(saved[-1], args, script, networks, {})
-        for name, network in networks.items():
-            network.load_state_dict(torch.load(saved[-1], map_location="cpu", weights_only=False)[name])
+        write_checkpoint(saved[-1], args, script, networks, {})  # the networks as evaluated below
     if stop["signal"] is None and args.eval_episodes > 0:
         saved += [f"{run_dir}/videos"] if args.capture_video else []
         returns, successes = evaluation(video_dir=saved[-1] if args.capture_video else None)

@@ -938,6 +938,20 @@ MUTANTS = [
         [SHARED + "test_env_id_typos_get_gymnasiums_suggestion_in_one_line[actor_critic_gae.py]"],
     ),
     (
+        "loop-resume-past-the-end-trains-again",
+        "dqn_per_her.py",
+        "        raise SystemExit(0)",
+        "        pass",
+        [SHARED + "test_resume_continues_the_same_run[dqn_per_her.py]"],
+    ),
+    (
+        "loop-rounded-end-not-the-runs-end",
+        "actor_critic_gae.py",
+        "args.total_timesteps = end  # what runs",
+        "pass  # what runs",
+        [SHARED + "test_resuming_a_finished_run_trains_nothing_and_leaves_its_folder[actor_critic_gae.py]"],
+    ),
+    (
         "loop-no-checkpoint-on-stop",
         "dqn_per_her.py",
         'return stop["signal"] is not None or (',
@@ -949,7 +963,7 @@ MUTANTS = [
         "reinforce.py",
         "module.load_state_dict(checkpoint[name])",
         'module.load_state_dict(checkpoint[name]) if "optimizer" in name else None',
-        [SHARED + "test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model"],
+        [SHARED + "test_restore_loads_every_module_the_state_by_name_and_the_random_streams[reinforce.py]"],
     ),
     (
         "loop-evaluate-with-the-command-lines-flags",

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import random
 import re
 import signal
 import subprocess
@@ -162,6 +163,22 @@ def load(script: str):
 def tiny_args(script: str, **overrides):
     module = load(script)
     return module.Args(**{**SCRIPTS[script]["tiny"], "progress": False, "cuda": False, **overrides})
+
+
+@pytest.mark.parametrize("script", ["reinforce.py", "actor_critic_gae.py"])  # the two that round to whole updates
+def test_resuming_a_finished_run_trains_nothing_and_leaves_its_folder(script, in_tmp, monkeypatch, capsys):
+    """A run whose --total-timesteps is not a whole number of updates ends short of it; its last checkpoint is
+    still the end: resumed, it says so and exits 0, and no file of its folder changes (no update, no evaluation)."""
+    module = load(script)
+    finished = module.main(tiny_args(script, total_timesteps=3000, checkpoint_every=1000, eval_episodes=1))
+    path, run_dir = os.path.join(finished["run_dir"], "checkpoint.pt"), finished["run_dir"]
+    assert finished["global_step"] < 3000 and "runs as" in capsys.readouterr().out
+    files = {f: os.path.getsize(os.path.join(run_dir, f)) for f in os.listdir(run_dir)}
+    monkeypatch.setattr(sys, "argv", [script, "--resume", path])
+    with pytest.raises(SystemExit) as resumed:
+        module.main(module.Args(resume=path, progress=False, cuda=False))
+    assert resumed.value.code == 0 and "already the end: nothing to train" in capsys.readouterr().out
+    assert {f: os.path.getsize(os.path.join(run_dir, f)) for f in os.listdir(run_dir)} == files
 
 
 @pytest.mark.parametrize("script", ALL)
@@ -393,10 +410,11 @@ def test_resume_continues_the_same_run(script, in_tmp, monkeypatch, capsys):
         assert not schedule_errors(script, module, first["run_dir"], args, stopped_at, calls)
 
         monkeypatch.setattr(sys, "argv", [script, "--resume", path, "--total-timesteps", str(stopped_at)])
-        at_end = module.main(
-            module.Args(resume=path, total_timesteps=stopped_at, progress=False, cuda=False, eval_episodes=0)
-        )
-        assert at_end["global_step"] == stopped_at and "already the end" in capsys.readouterr().out
+        files = {f: os.path.getsize(os.path.join(first["run_dir"], f)) for f in os.listdir(first["run_dir"])}
+        with pytest.raises(SystemExit) as at_end:  # nothing to train: the folder stays as it was
+            module.main(module.Args(resume=path, total_timesteps=stopped_at, progress=False, cuda=False))
+        assert at_end.value.code == 0 and "already the end" in capsys.readouterr().out
+        assert {f: os.path.getsize(os.path.join(first["run_dir"], f)) for f in os.listdir(first["run_dir"])} == files
 
         limit["step"] = 2 * args.total_timesteps
         time.sleep(1)  # TensorBoard reads event files in name order, by the second each was opened: one second apart
@@ -675,6 +693,30 @@ def test_checkpoint_every_writes_at_each_multiple_and_at_the_end(script, in_tmp,
     assert torch.load(os.path.join(result["run_dir"], "checkpoint.pt"), weights_only=False)["global_step"] == end
 
 
+@pytest.mark.parametrize("script", ALL)
+def test_restore_loads_every_module_the_state_by_name_and_the_random_streams(script, tmp_path):
+    """What write_checkpoint saved, restore puts back: each module's parameters (an optimizer's too), the state
+    by name (a name the file lacks keeps its new-run value), and python's, numpy's and torch's random streams."""
+    module, path = load(script), str(tmp_path / "checkpoint.pt")
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    module.write_checkpoint(path, tiny_args(script), script, {"net": net, "optimizer": optimizer}, {"global_step": 5})
+    draws = (random.random(), np.random.random(), torch.rand(1))
+    again = torch.nn.Linear(3, 2)
+    again_optimizer = torch.optim.Adam(again.parameters())
+    state = module.restore(
+        torch.load(path, weights_only=False),
+        {"net": again, "optimizer": again_optimizer},
+        {"global_step": 0, "run_dir": None},
+    )
+    assert state == {"global_step": 5, "run_dir": None}
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True))
+    assert again_optimizer.state_dict()["state"][0]["step"] == 1
+    assert (random.random(), np.random.random(), torch.rand(1)) == draws
+
+
 @pytest.mark.parametrize("script", list(RESUMABLE))
 def test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model(script, in_tmp, capsys):
     module = load(script)
@@ -683,11 +725,6 @@ def test_evaluate_takes_a_checkpoint_and_resume_refuses_a_model(script, in_tmp, 
     checkpoint = os.path.join(trained["run_dir"], "checkpoint.pt")
     result = module.main(module.Args(evaluate=checkpoint, eval_episodes=1, progress=False, cuda=False))
     assert result["eval_returns"] == trained["eval_returns"]
-    # resumed at its end, the run trains nothing and evaluates the networks it restored; it keeps --save-model
-    capsys.readouterr()
-    at_end = module.main(module.Args(resume=checkpoint, eval_episodes=1, progress=False, cuda=False))
-    assert at_end["global_step"] == trained["global_step"] and at_end["eval_returns"] == trained["eval_returns"]
-    assert f"  saved: {os.path.join(trained['run_dir'], 'model.pt')}" in capsys.readouterr().out.splitlines()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         module.main(module.Args(resume=os.path.join(trained["run_dir"], "model.pt"), progress=False, cuda=False))
