@@ -718,7 +718,7 @@ def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: d
             if successes:
                 writer.add_scalar("eval/success_rate", successes[i], i)
         rate = f", success rate {np.mean(successes):.2f}" if successes else ""
-        print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes{rate}")
+        print(f"eval: mean return {np.mean(returns):.1f} over {len(returns)} episodes of the evaluation policy{rate}")
     writer.close()
     if args.track:
         importlib.import_module("wandb").finish()
@@ -726,7 +726,7 @@ def finish_run(args, script: str, writer: SummaryWriter, stop: dict, networks: d
         global_step, steps, seconds, recent, extra = summary
         mean = f"{np.mean(recent):.1f} over the last {len(recent)} episodes" if recent else "- (no episode ended)"
         print(f"summary: step {global_step}, {steps} steps in {seconds:.1f} s ({int(steps / seconds)} SPS); ", end="")
-        print(f"mean return {mean}{extra}")
+        print(f"mean training return {mean}{extra}")
     print("".join(f"  saved: {path}\n" for path in saved) + f"  tensorboard --logdir {run_dir}")
     return returns, successes
 
