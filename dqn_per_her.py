@@ -248,6 +248,11 @@ def main(args: Args) -> dict:
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel per step
     goal_dim = obs_space["desired_goal"].shape[-1] if args.her else 0
+    each = 8 * x_dim + 4 * goal_dim + 29 + 32 * args.per  # bytes: x, x' (float32), achieved goal, a, r, ends, tree
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if (fit := int(0.8 * memory // each)) < args.buffer_size:  # refused now, not when the ring fills up
+        need = f"{args.buffer_size * each / 2**30:.1f} GiB of this machine's {memory / 2**30:.0f}"
+        fail("--buffer-size", f"{args.buffer_size} transitions of {x_dim} inputs need {need}; at most {fit} fit")
     replay = ReplayMemory(args.buffer_size, x_dim, args.per, args.per_alpha, args.per_eps, args.seed, goal_dim)
     modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer, "replay": replay}
     fresh = {"global_step": 0, "num_updates": 0, "schedule_timesteps": args.total_timesteps, "run_dir": None}

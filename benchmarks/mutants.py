@@ -879,6 +879,13 @@ MUTANTS = [
         "if True:",
         [PER_HER + "test_a_goal_environment_that_reports_no_success_trains_and_counts_none"],
     ),
+    (
+        "her-replay-memory-unchecked",
+        "dqn_per_her.py",
+        "if (fit := int(0.8 * memory // each)) < args.buffer_size:",
+        "if (fit := int(0.8 * memory // each)) < 0:",
+        [SHARED + "test_bad_input_exits_2_naming_the_flag[dqn_per_her.py-flags51---buffer-size]"],
+    ),
     # shared plumbing (one copy per script; planted in one of them)
     (
         "shared-resume-default-length",

@@ -131,6 +131,7 @@ SCRIPTS = {
             "losses/q_values",
         ],
         "bad": [
+            (["--buffer-size", "100000000000"], "--buffer-size"),  # more than the machine's memory
             (["--total-timesteps", "0"], "--total-timesteps"),
             (["--seed", "-1"], "--seed"),
             (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "32"], "--batch-size"),
