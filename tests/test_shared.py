@@ -244,7 +244,9 @@ def test_save_model_say_where_it_went_and_evaluate_it_without_training(script, i
     assert lines[0] == f"run folder: {run_dir}"  # the first line (no note: the tiny runs are whole updates)
     (summary,) = [i for i, line in enumerate(lines) if line.startswith("summary: ")]
     steps = trained["global_step"]
-    assert re.match(rf"summary: step {steps}, {steps} steps in [\d.]+ s \(\d+ SPS\); mean training return ", lines[summary])
+    assert re.match(
+        rf"summary: step {steps}, {steps} steps in [\d.]+ s \(\d+ SPS\); mean training return ", lines[summary]
+    )
     assert f"{np.mean(trained['episodic_returns'][-20:]):.1f} over the last " in lines[summary], lines[summary]
     assert lines[summary + 1 :] == [f"  saved: {model}", f"  tensorboard --logdir {run_dir}"]
 
