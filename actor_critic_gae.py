@@ -598,6 +598,8 @@ def make_env(env_id: str, frame_stack: int | None, render_mode: str | None = Non
     """One environment with vector observations; with frame_stack k > 1, each observation is the last k of the
     episode concatenated (zeros before its first), so that a feedforward policy sees how things move."""
     env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # a user's env may take none
+    if isinstance(env.observation_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):  # categories: one-hot
+        env = gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32)
     if frame_stack is not None and frame_stack > 1:
         env = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="zero")
         env = gym.wrappers.FlattenObservation(env)

@@ -423,7 +423,9 @@ def make_env(env_id: str, n_bits: int, render_mode: str | None = None) -> gym.En
     kwargs = {"n_bits": n_bits} if spec is not None and spec.entry_point is BitFlipEnv else {}
     if render_mode and render_mode not in gym.make(env_id, **kwargs).metadata.get("render_modes", []):
         raise TypeError(f"{env_id} has no {render_mode} renderer")
-    return gym.make(env_id, **kwargs, **({"render_mode": render_mode} if render_mode else {}))
+    env = gym.make(env_id, **kwargs, **({"render_mode": render_mode} if render_mode else {}))
+    onehot = isinstance(env.observation_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete)  # categories: one-hot
+    return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32) if onehot else env
 
 
 def make_envs(env_id: str, num_envs: int, n_bits: int = 15) -> gym.vector.SyncVectorEnv:

@@ -380,15 +380,18 @@ def main(args: Args) -> dict:
 
 
 # 6. Environment
-def make_env(env_id: str):
-    """One environment. Episode statistics are tracked in the loop, Box actions are clipped there."""
-    return lambda: gym.make(env_id)
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment (episode statistics are tracked in the loop, Box actions clipped there); Discrete and
+    MultiDiscrete observations become one-hot float vectors: a network should not read categories as numbers."""
+    env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))  # only a renderer takes one
+    onehot = isinstance(env.observation_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete)
+    return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32) if onehot else env
 
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     """N environments stepped in lockstep, reset inside the step that ends an episode (see the header)."""
     return gym.vector.SyncVectorEnv(
-        [make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        [partial(make_env, env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
 
 
@@ -413,7 +416,7 @@ def make_rollout(T: int, N: int, obs_space: gym.Space, action_space: gym.Space, 
 def validate(args: Args) -> gym.Env:
     """Check every flag before any work; return one probe environment to read the spaces from."""
     sizes = "total_timesteps num_envs num_steps hidden_size vf_iters learning_rate vf_learning_rate"
-    make = partial(gym.make, args.env_id)
+    make = partial(make_env, args.env_id)
     env = check_args(args, make, positive=sizes, fraction="gamma", non_negative="ent_coef")
     if args.total_timesteps < args.num_envs * args.num_steps:
         fail("--total-timesteps", f"must be at least --num-envs * --num-steps = {args.num_envs * args.num_steps}")
@@ -430,7 +433,7 @@ def validate(args: Args) -> gym.Env:
 def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir=None) -> tuple:
     """The policy's deterministic action (argmax or mean) for whole episodes: (their returns, None)."""
     device = next(policy.parameters()).device
-    env = gym.make(env_id, **({"render_mode": "rgb_array"} if video_dir else {}))  # only a renderer takes one
+    env = make_env(env_id, "rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
     returns = []
@@ -440,8 +443,7 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, video_dir=No
         while not done:
             with torch.no_grad():
                 action = policy.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not policy.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+            action = int(action) if policy.discrete else np.clip(action, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated

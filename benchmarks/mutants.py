@@ -886,6 +886,27 @@ MUTANTS = [
         "if (fit := int(0.8 * memory // each)) < 0:",
         [SHARED + "test_bad_input_exits_2_naming_the_flag[dqn_per_her.py-flags51---buffer-size]"],
     ),
+    (
+        "loop-categories-as-numbers-reinforce",
+        "reinforce.py",
+        "onehot = isinstance(env.observation_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete)",
+        "onehot = isinstance(env.observation_space, gym.spaces.Discrete)",
+        [SHARED + "test_discrete_observations_are_one_hot_and_train[reinforce.py]"],
+    ),
+    (
+        "loop-categories-as-numbers-a2c",
+        "actor_critic_gae.py",
+        "if isinstance(env.observation_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):  # categories: one-hot",
+        "if False:  # categories: one-hot",
+        [SHARED + "test_discrete_observations_are_one_hot_and_train[actor_critic_gae.py]"],
+    ),
+    (
+        "loop-categories-as-numbers-her",
+        "dqn_per_her.py",
+        "return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32) if onehot else env",
+        "return gym.wrappers.FlattenObservation(env) if onehot else env",
+        [SHARED + "test_discrete_observations_are_one_hot_and_train[dqn_per_her.py]"],
+    ),
     # shared plumbing (one copy per script; planted in one of them)
     (
         "shared-resume-default-length",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -40,7 +41,6 @@ SCRIPTS = {
             (["--gamma", "1.5"], "--gamma"),
             (["--learning-rate", "0"], "--learning-rate"),
             (["--env-id", "CartPol-v1"], "--env-id"),
-            (["--env-id", "FrozenLake-v1"], "--env-id"),  # Discrete observations: not supported
             (["--env-id", "Blackjack-v1"], "--env-id"),  # Tuple observations: not supported
             (["--env-id", "CarRacing-v3"], "--env-id"),  # needs Box2D: unsupported or not installed
             (["--capture-video", "--eval-episodes", "0"], "--capture-video"),
@@ -536,6 +536,42 @@ def test_a_users_own_environment_in_module_form_without_render_mode(script, tmp_
     assert [p.name.split("__")[0] for p in (tmp_path / "runs").iterdir()] == ["mymod-NoRender-v0"]  # no colon in a path
     missing = run_script(script, "--env-id", "nomod:NoRender-v0", cwd=tmp_path)
     assert missing.returncode == 2 and "--env-id" in missing.stderr and "nomod" in missing.stderr
+
+
+class Categories(gym.Env):
+    """Observations of two categories, 3 and 4 values (MultiDiscrete), as POPGym's memory tasks give them."""
+
+    observation_space, action_space = gym.spaces.MultiDiscrete([3, 4]), gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), float(action), False, False, {}
+
+
+gym.register("Categories-v0", entry_point=Categories, max_episode_steps=20)
+
+
+SHORT = {
+    "reinforce.py": {"total_timesteps": 512, "num_envs": 2, "num_steps": 256},
+    "actor_critic_gae.py": {"total_timesteps": 512},
+    "dqn_per_her.py": {"her": False, "total_timesteps": 300, "learning_starts": 200, "batch_size": 32},
+}
+
+
+@pytest.mark.parametrize("script", list(SHORT))
+def test_discrete_observations_are_one_hot_and_train(script, in_tmp):
+    """Discrete (FrozenLake-v1: 16 cells) and MultiDiscrete (3 and 4 values) observations reach the network as
+    one-hot float vectors, one 1 per category; a short run on each trains and evaluates."""
+    module = load(script)
+    for env_id, width, ones in [("FrozenLake-v1", 16, 1), ("Categories-v0", 7, 2)]:
+        obs = module.make_envs(env_id, 2).reset(seed=0)[0]
+        assert obs.dtype == np.float32 and obs.shape == (2, width) and (obs.sum(1) == ones).all(), (env_id, obs)
+        assert set(np.unique(obs)) <= {0.0, 1.0}
+        result = module.main(tiny_args(script, env_id=env_id, eval_episodes=1, **SHORT[script]))
+        assert result["global_step"] > 0 and len(result["eval_returns"]) == 1
 
 
 # The plumbing the scripts share is one text, copied into each file (a reader never opens a second file)
