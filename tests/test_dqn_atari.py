@@ -487,8 +487,14 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
     assert ckpt["global_step"] == 300 and ckpt["num_updates"] == first["num_updates"] > 0
-    same = D.main(fake_args(resume=path, total_timesteps=300))
-    assert same["run_dir"] == first["run_dir"] and same["global_step"] == 300
+    # one step more (no gradient step, no target update): networks and optimizer as saved, the replay one step on
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--total-timesteps", "301"])
+    same = D.main(fake_args(resume=path, total_timesteps=301))
+    assert (
+        same["run_dir"] == first["run_dir"]
+        and same["global_step"] == 301
+        and same["num_updates"] == ckpt["num_updates"]
+    )
     for name in ("q_network", "target_network"):
         for k, v in ckpt[name].items():
             assert torch.equal(same[name].state_dict()[k], v)
@@ -498,11 +504,12 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
     filled = len(ckpt["replay"]["frames"])
     assert filled == ckpt["replay"]["pos"][0] < 1000  # the filled slots only
     for k, v in ckpt["replay"].items():
-        if k not in ("rng", "last", "next_first"):
+        if k not in ("rng", "last", "next_first", "pos"):
             assert np.array_equal(getattr(same["replay"], k)[: len(v)], v.numpy()), k
     last = ckpt["replay"]["last"].numpy().copy()
     last[ckpt["replay"]["pos"][0] - 1, 0] = True  # the newest transition lost its s' with the environment
-    assert np.array_equal(same["replay"].last[:filled], last) and not same["replay"].frames[filled:].any()
+    assert np.array_equal(same["replay"].last[:filled], last) and not same["replay"].frames[filled + 1 :].any()
+    assert same["replay"].pos[0] == filled + 1 and same["replay"].first[filled, 0]  # a new game's first frame
     monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--total-timesteps", "600"])  # given: extends the run
     more = D.main(fake_args(resume=path, total_timesteps=600))
     assert more["global_step"] == 600 and more["num_updates"] == first["num_updates"] + 75

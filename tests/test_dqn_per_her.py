@@ -430,15 +430,17 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
         "total_timesteps": 600,
         "learning_starts": 128,
         "per": True,
+        "train_frequency": 2,
         "progress": False,
         "eval_episodes": 0,
     }
     first = H.main(H.Args(**args, checkpoint_every=600))
     path = os.path.join(first["run_dir"], "checkpoint.pt")
     ckpt = torch.load(path, weights_only=False)
-    monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path])
-    same = H.main(H.Args(**{**args, "resume": path}))
-    assert same["global_step"] == 600 and same["run_dir"] == first["run_dir"]
+    # one step more (no gradient step, no target update, the episode not over): all as saved
+    monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path, "--total-timesteps", "601"])
+    same = H.main(H.Args(**{**args, "resume": path, "total_timesteps": 601}))
+    assert same["global_step"] == 601 and same["run_dir"] == first["run_dir"]
     for name in ("q_network", "target_network"):
         assert all(torch.equal(same[name].state_dict()[k], v) for k, v in ckpt[name].items())
     opt = same["optimizer"].state_dict()["state"]
@@ -449,7 +451,7 @@ def test_checkpoint_then_resume_restores_networks_optimizer_step_and_replay(in_t
         np.testing.assert_array_equal(getattr(same["replay"], k)[: len(same["replay"])], ckpt["replay"][k].numpy())
     monkeypatch.setattr(sys, "argv", ["dqn_per_her.py", "--resume", path, "--total-timesteps", "900"])
     more = H.main(H.Args(**{**args, "resume": path, "total_timesteps": 900}))
-    assert more["global_step"] == 900 and more["num_updates"] == first["num_updates"] + 300
+    assert more["global_step"] == 900 and more["num_updates"] == first["num_updates"] + 150
     steps = [s for s, _ in scalars(first["run_dir"])["charts/success_rate"]]
     assert steps == sorted(steps) and steps[-1] > 600
 
