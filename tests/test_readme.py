@@ -2,6 +2,7 @@
 that shorten the run (tyro takes the last value of a flag given twice). What each long run reaches is a benchmark
 (benchmarks/README.md), not a test."""
 
+import concurrent.futures
 import importlib.util
 import os
 import re
@@ -9,7 +10,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
 from conftest import ROOT
 
 SHORT = {  # appended to a command of each script: a few updates, no evaluation, no progress bar
@@ -34,27 +34,34 @@ def test_the_readme_has_the_commands():
     assert len(COMMANDS) >= 15 and any("torchrun" in c for c in COMMANDS)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_try_this_command_runs_as_written(command, tmp_path):
+def run_as_written(command: str, cwd) -> str | None:
+    """Runs one command, shortened; None if it did what the README says, else what went wrong."""
     words = shlex.split(command)
     script = next(w for w in words if w.endswith(".py"))
-    if words[0] == ".venv/bin/torchrun":
-        words = [sys.executable, "-m", "torch.distributed.run", *words[1:]]
-    else:
-        words = [sys.executable, *words[1:]]
-    words = [str(ROOT / w) if w == script else w for w in words]
+    python = [sys.executable, "-m", "torch.distributed.run"] if words[0] == ".venv/bin/torchrun" else [sys.executable]
+    words = [*python, *(str(ROOT / w) if w == script else w for w in words[1:])]
     evaluation = ["--eval-episodes", "1" if "--capture-video" in words else "0"]
     result = subprocess.run(
         [*words, *SHORT[script], *evaluation, "--no-progress"],
         check=False,
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     if "--capture-video" in words and importlib.util.find_spec("moviepy") is None:  # as the README's comment says
-        assert result.returncode == 2 and "pip install moviepy" in result.stderr, result.stderr[-2000:]
-        return
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "summary: step " in result.stdout and "Traceback" not in result.stderr
+        ok = result.returncode == 2 and "pip install moviepy" in result.stderr
+    else:
+        ok = result.returncode == 0 and "summary: step " in result.stdout and "Traceback" not in result.stderr
+    return None if ok else f"{command}\n  exit {result.returncode}: {result.stderr[-1500:]}"
+
+
+def test_every_try_this_command_runs_as_written(tmp_path):
+    """Two at a time (2 cores); every failure is reported, not only the first."""
+    folders = [tmp_path / str(i) for i in range(len(COMMANDS))]
+    for folder in folders:
+        folder.mkdir()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        failures = [f for f in pool.map(run_as_written, COMMANDS, folders) if f is not None]
+    assert not failures, "\n".join(failures)
