@@ -59,18 +59,18 @@ def parts(args: D.Args, device) -> dict:
             q(torch.as_tensor(obs, device=device)).argmax(1).cpu().numpy()
 
     def grad():
-        loss, _ = D.dqn_loss(q, target, batch, args.gamma, args.double_q, args.loss)
+        loss, _ = D.dqn_loss(q, target, batch, args.double_q, args.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    batch = replay.sample(args.batch_size, device)
+    batch = replay.sample(args.batch_size, device, args.n_step, args.gamma)
     out = {
         "env": median_time(lambda: envs.step(envs.action_space.sample()), 1000),
         "act": median_time(act, 500),
-        "sample": median_time(lambda: replay.sample(args.batch_size, device), 500),
+        "sample": median_time(lambda: replay.sample(args.batch_size, device, args.n_step, args.gamma), 500),
         "grad": median_time(grad, 200),
     }
     envs.close()
@@ -114,7 +114,7 @@ def fill_memory(buffer_size: int, checkpoint: bool) -> dict:
         "fill_seconds": time.perf_counter() - start,
     }
     for _ in range(20):
-        loss, _ = D.dqn_loss(q, target, replay.sample(32, "cpu"), args.gamma, args.double_q, args.loss)
+        loss, _ = D.dqn_loss(q, target, replay.sample(32, "cpu", args.n_step, args.gamma), args.double_q, args.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -11,6 +11,7 @@ the time limit of 108,000 frames ended it) and a summary; with --out, writes the
 
 import argparse
 import importlib.util
+import inspect
 import json
 import sys
 import time
@@ -64,7 +65,8 @@ def main():
         agent.load_state_dict(state["agent"])
         real = module.make_envs
         module.make_envs = lambda *a, **k: Recorded(real(*a, **k), games)
-        returns, _ = module.evaluate(agent, saved.env_id, args.episodes, args.seed)
+        frame_stack = (saved.frame_stack,) if "frame_stack" in inspect.signature(module.evaluate).parameters else ()
+        returns, _ = module.evaluate(agent, saved.env_id, *frame_stack, args.episodes, args.seed)  # (newer files)
     else:  # dqn_atari.py: epsilon-greedy with --eval-epsilon
         _, action_space = module.validate(saved)
         q_network = module.QNetwork(action_space.n)

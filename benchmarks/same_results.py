@@ -8,7 +8,9 @@ actor_critic_gae.py. A run matches when its step count, every training episode's
 return are identical. The commit before is checked out with `git worktree` into a temporary folder.
 
     python benchmarks/same_results.py --before 2e94715            # that commit against the working tree
-    python benchmarks/same_results.py --before 2e94715 --record   # writes benchmarks/results/same_results/
+    python benchmarks/same_results.py --before 2e94715 --record   # writes benchmarks/results/same_results/2e94715.md
+    python benchmarks/same_results.py --before 3573a97 --only a2c  # the runs whose name holds "a2c": a commit
+                                                                   # that recorded a grid against the working tree
 """
 
 import argparse
@@ -59,6 +61,7 @@ def run(root: Path, script: str, flags: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="the commit to compare the working tree with")
+    parser.add_argument("--only", default="", help="only the runs whose name holds this text (reinforce, a2c, ...)")
     parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     args = parser.parse_args()
     rows, same = [], True
@@ -66,7 +69,7 @@ def main():
         before = Path(tmp) / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], check=True, cwd=ROOT)
         try:
-            for name, (script, flags) in RUNS.items():
+            for name, (script, flags) in ((k, v) for k, v in RUNS.items() if args.only in k):
                 a, b = run(before, script, flags), run(ROOT, script, flags)
                 match = a == b
                 same &= match
@@ -78,8 +81,9 @@ def main():
     folder = output_folder("same_results", args.record)
     head = f"before {args.before}, after {commit()}; {machine()}\n\n"
     table = "| run | steps | training episodes | eval episodes | identical |\n|---|---|---|---|---|\n"
-    (folder / "same_results.md").write_text(head + table + "\n".join(rows) + "\n")
-    say_wrote(folder, ["same_results.md"], args.record)
+    name = f"{args.before}{'-' + args.only if args.only else ''}.md"  # one file per comparison
+    (folder / name).write_text(head + table + "\n".join(rows) + "\n")
+    say_wrote(folder, [name], args.record)
     sys.exit(0 if same else 1)
 
 

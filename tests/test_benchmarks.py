@@ -33,7 +33,8 @@ report = importlib.import_module("report")  # benchmarks/report.py
 her_figure1 = importlib.import_module("her_figure1")  # benchmarks/her_figure1.py
 
 READMES = {"README.md": (ROOT / "README.md").read_text(), "benchmarks/README.md": (BENCH / "README.md").read_text()}
-WRITERS = ["report.py", "her_figure1.py", "sps.py", "per_cost.py", "dqn_throughput.py", "mutants.py", "same_results.py"]
+WRITERS = ["report.py", "her_figure1.py", "sps.py", "per_cost.py", "dqn_throughput.py", "mutants.py"]
+WRITERS += ["same_results.py", "readme_runs.py"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

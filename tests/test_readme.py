@@ -1,16 +1,18 @@
 """Every command of the README's "Try this" runs as written, on a short budget: the same flags, then a few appended
 that shorten the run (tyro takes the last value of a flag given twice). What each long run reaches is a benchmark
-(benchmarks/README.md), not a test."""
+(benchmarks/readme_runs.py), not a test."""
 
 import concurrent.futures
+import importlib
 import importlib.util
 import os
-import re
-import shlex
 import subprocess
 import sys
 
 from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+readme_runs = importlib.import_module("readme_runs")  # benchmarks/readme_runs.py: the commands and how to run them
 
 SHORT = {  # appended to a command of each script: a few updates, no evaluation, no progress bar
     "reinforce.py": ["--total-timesteps", "4096"],
@@ -20,14 +22,7 @@ SHORT = {  # appended to a command of each script: a few updates, no evaluation,
 }
 
 
-def try_this() -> list[str]:
-    """The commands of the README's "Try this" code blocks, continuation lines joined, comments dropped."""
-    section = re.search(r"### Try this\n(.*?)\n### ", (ROOT / "README.md").read_text(), re.DOTALL).group(1)
-    text = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.DOTALL)).replace("\\\n", " ")
-    return [line.split("  #")[0].strip() for line in text.splitlines() if line.startswith(".venv/")]
-
-
-COMMANDS = [c for c in try_this() if "<time>" not in c]  # a resume line names the run a reader made
+COMMANDS = [c for c, _ in readme_runs.try_this() if "<time>" not in c]  # a resume line names the run a reader made
 
 
 def test_the_readme_has_the_commands():
@@ -36,10 +31,8 @@ def test_the_readme_has_the_commands():
 
 def run_as_written(command: str, cwd) -> str | None:
     """Runs one command, shortened; None if it did what the README says, else what went wrong."""
-    words = shlex.split(command)
-    script = next(w for w in words if w.endswith(".py"))
-    python = [sys.executable, "-m", "torch.distributed.run"] if words[0] == ".venv/bin/torchrun" else [sys.executable]
-    words = [*python, *(str(ROOT / w) if w == script else w for w in words[1:])]
+    words = readme_runs.argv(command)
+    script = next(w for w in command.split() if w.endswith(".py"))
     evaluation = ["--eval-episodes", "1" if "--capture-video" in words else "0"]
     result = subprocess.run(
         [*words, *SHORT[script], *evaluation, "--no-progress"],
