@@ -9,8 +9,8 @@ one gradient step (target, loss, backward, Adam). They allow
 Then the script's main() trains with learning_starts steps of random play first, epsilon at its final value
 from there; its SPS is measured over the learning phase only, from the wall-clock times TensorBoard records
 with charts/SPS. The two alternate --repeats times; the medians and the ratio of medians are printed and
-written to dqn_throughput/cpu.json (cuda.json on a GPU; memory.json with --memory): in benchmarks/runs/
-(scratch), or with --record in benchmarks/results/ (the recorded result).
+written to dqn_throughput/cpu.json (cpu_threads2.json with --threads 2, cuda.json on a GPU, memory.json with
+--memory): in benchmarks/runs/ (scratch), or with --record in benchmarks/results/ (the recorded result).
 
     python benchmarks/dqn_throughput.py --repeats 3 --learn-steps 3000 --record
     python benchmarks/dqn_throughput.py --memory --checkpoint --record   # fill a 1M replay: peak RSS, checkpoint
@@ -193,7 +193,9 @@ def main():
     record = {**meta, "threads": torch.get_num_threads(), "device": str(device), "median": med, "rows": rows}
     print(json.dumps(record["median"], indent=1))
     print(f"loop SPS / parts SPS = {med['ratio']:.3f}")
-    name = "cuda.json" if device.type == "cuda" else "cpu.json"
+    name = (
+        "cuda.json" if device.type == "cuda" else "cpu.json" if args.threads == 1 else f"cpu_threads{args.threads}.json"
+    )
     with open(out_dir / name, "w") as f:
         json.dump(record, f, indent=1)
     say_wrote(out_dir, [name], args.record)
