@@ -166,6 +166,7 @@ def readme_figures() -> list[tuple[str, str]]:
     # DQN from pixels: the replay's memory, the loop against its parts, the short CPU runs against random play
     memory = json.loads((RESULTS / "dqn_throughput" / "memory.json").read_text())
     cpu = json.loads((RESULTS / "dqn_throughput" / "cpu.json").read_text())["median"]
+    cpu2 = json.loads((RESULTS / "dqn_throughput" / "cpu_threads2.json").read_text())["median"]
     random_breakout = row("dqn_atari_random", env_id="BreakoutNoFrameskip-v4")["final score (last 100 ep.)"]
     random_pong = row("dqn_atari_random", env_id="PongNoFrameskip-v4")["final score (last 100 ep.)"]
     breakout_final = row("dqn_atari_cpu", env_id="BreakoutNoFrameskip-v4")["final score (last 100 ep.)"]
@@ -187,6 +188,7 @@ def readme_figures() -> list[tuple[str, str]]:
             f"step every 4 steps is most of the {round(1000 / cpu['loop_sps'])} ms per step)"
         ),
         f"about {round(cpu['loop_sps'], -1):.0f} steps/s on 2 CPU cores",
+        f"and at about {round(cpu2['loop_sps'], -1):.0f} with `--torch-threads 2`",
         (
             f"climbs from random play ({random_breakout.split(' ± ')[0]}) to {breakout_final.split(' ± ')[0]} over the "
             f"last 100 games by {k(breakout_end)} steps"
