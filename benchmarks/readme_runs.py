@@ -7,7 +7,7 @@ with --no-progress appended. The table gives its exit status, wall time, the sum
 return (and success rate), and the evaluation line; --only picks the commands that hold a text.
 
     python benchmarks/readme_runs.py --only reinforce.py              # the five REINFORCE commands
-    python benchmarks/readme_runs.py --only CartPole --record         # writes benchmarks/results/readme_runs/
+    python benchmarks/readme_runs.py --only dqn_per_her.py --record   # writes benchmarks/results/readme_runs/
 """
 
 import argparse
