@@ -20,15 +20,15 @@ from run import RECORD_HELP, ROOT, commit, machine, output_folder, say_wrote  # 
 
 
 def try_this() -> list[tuple[str, str]]:
-    """(command, what the README says of it) for each command of the README's "Try this" blocks, continuation lines
-    joined: the comment at its end, or else the comment line above it."""
+    """(command, what the README says of it) for each command of the README's "Try this" blocks that runs as written
+    (continuation lines joined): the comment at its end, or else the comment line above it."""
     section = re.search(r"### Try this\n(.*?)\n### ", (ROOT / "README.md").read_text(), re.DOTALL).group(1)
     text = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.DOTALL)).replace("\\\n", " ")
     commands, above = [], ""
     for line in text.splitlines():
         if line.startswith("# "):  # a comment line says what the command below it does
             above = line[2:]
-        elif line.startswith(".venv/"):
+        elif line.startswith(".venv/") and "<time>" not in line:  # a resume line names a run the reader made
             command, _, comment = line.partition("  #")
             commands.append((" ".join(command.split()), comment.strip() or above))
             above = ""
@@ -53,7 +53,7 @@ def main():
     cwd.mkdir(parents=True, exist_ok=True)
     rows = []
     for command, comment in try_this():
-        if args.only not in command or "<time>" in command:  # a resume line names a run the reader made
+        if args.only not in command:
             continue
         start = time.perf_counter()
         out = subprocess.run([*argv(command), "--no-progress"], cwd=cwd, capture_output=True, text=True, check=False)

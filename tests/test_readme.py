@@ -22,7 +22,7 @@ SHORT = {  # appended to a command of each script: a few updates, no evaluation,
 }
 
 
-COMMANDS = [c for c, _ in readme_runs.try_this() if "<time>" not in c]  # a resume line names the run a reader made
+COMMANDS = [c for c, _ in readme_runs.try_this()]
 
 
 def test_the_readme_has_the_commands():
