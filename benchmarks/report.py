@@ -6,7 +6,8 @@ Reads each job's TensorBoard events with tensorboard's own reader. For every (sc
 - one PNG with a panel per env id, each variant as its mean with a min-max band over seeds, and the threshold;
 - a table row: final score (mean +- std over seeds of each seed's last 100 training episodes), the threshold of
   its env id, steps until the moving mean first reaches it (median over seeds, worst seed, how many got there), the
-  lowest moving mean after reaching it, SPS, wall time and peak memory (medians over seeds).
+  lowest moving mean after reaching it, SPS, wall time and peak memory (medians over seeds; a run continued with
+  --resume after a signal: SPS and wall time over all its legs).
 The table ends with the machine, commit and commands. Output: the grid's own (git-ignored) folder
 benchmarks/runs/{name}/, or with --record benchmarks/results/{name}/, the recorded result the READMEs quote.
 
@@ -64,6 +65,18 @@ def read_scalars(run_dir: str, tags: list[str]) -> dict[str, np.ndarray]:
     acc.Reload()
     present = acc.Tags()["scalars"]
     return {t: np.array([(e.step, e.value) for e in acc.Scalars(t)]) for t in tags if t in present}
+
+
+def legs(run_dir: str) -> list[float]:
+    """Seconds of each leg of a run: a run continued with --resume opens one events file per leg, and a leg's span
+    runs from its file's first event (the writer's creation) to its last."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    spans = []
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        times = [event.wall_time for event in EventFileLoader(str(path)).Load()]
+        spans.append(times[-1] - times[0])
+    return spans
 
 
 def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -234,7 +247,7 @@ def main():
     stopped = [f"{k[1]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (130, 143)]
     killed = [f"{k[1]} {k[2]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (-2, -15)]
 
-    rows, curves = [], {}
+    rows, curves, resumed = [], {}, []
     for (script, env_id, variant), jobs in groups.items():
         per_seed = []
         for job in jobs:
@@ -244,6 +257,12 @@ def main():
             threshold = thresholds.get(env_id)
             reached = steps_to_threshold(steps, smooth, threshold, args.window) if threshold is not None else None
             after = smooth[np.searchsorted(steps, reached) :].min() if reached is not None else None
+            sps, wall, spans = s["charts/SPS"][-1, 1], job["wall_s"], legs(job["run_dir"])
+            if len(spans) > 1:  # resumed after a signal: SPS and wall time over all legs
+                sps, wall = s["charts/SPS"][-1, 0] / sum(spans), sum(spans)
+                resumed.append(
+                    f"{env_id} seed {job['seed']} in {len(spans)} legs (its last episode ended at step {int(steps[-1]):,})"
+                )
             per_seed.append(
                 {
                     "seed": job["seed"],
@@ -252,8 +271,8 @@ def main():
                     "final": returns[-100:].mean(),
                     "reached": reached,
                     "after": after,
-                    "sps": s["charts/SPS"][-1, 1],
-                    "wall": job["wall_s"],
+                    "sps": sps,
+                    "wall": wall,
                     "rss": job["peak_rss_mb"],
                 }
             )
@@ -308,6 +327,12 @@ def main():
         f"Commit: `{meta['commit']}`, started {meta['started']}.",
         f"Commands: `{meta['command']}` then `{report_cmd}`.",
     ]
+    if resumed:
+        lines.append(
+            f"Continued with --resume after a signal: {', '.join(resumed)}; SPS and wall time count every leg (the "
+            "span of each leg's events file), peak memory is the first leg's (the only one run.py measured)."
+        )
+        stopped = [x for x in stopped if not any(r.startswith(x + " ") for r in resumed)]
     if stopped:
         lines.append(f"Stopped by a signal before --total-timesteps (each wrote its checkpoint): {', '.join(stopped)}.")
     if killed:  # a signal after the training loop (the final evaluation): the curve is whole, the evaluation is not

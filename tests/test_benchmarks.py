@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -400,6 +401,37 @@ def test_replot_writes_the_scratch_folder_and_leaves_the_recorded_result_byte_fo
         return [line for line in text.splitlines() if not line.startswith(report.REDRAWN)]
 
     assert kept((results / name / files[1]).read_text()) == kept(recorded_md)
+
+
+def test_a_run_continued_with_resume_reports_the_wall_time_and_sps_of_all_its_legs(bench_copy):
+    # two legs, as a run stopped by SIGTERM and continued with --resume leaves them: one events file each,
+    # 100 s and 50 s long; the manifest holds only the first leg (returncode 143, its own wall time)
+    from torch.utils.tensorboard import SummaryWriter
+
+    src = bench_copy / "benchmarks" / "runs" / "fake"
+    run_dir = src / "runs" / "Fake-v0__x__1__1"
+    for leg, (first, last, seconds) in enumerate([(0, 1000, 100.0), (1000, 1600, 50.0)]):
+        writer = SummaryWriter(str(run_dir), filename_suffix=f".leg{leg}")
+        start = time.time()  # about when the writer wrote its first event
+        for step in range(first + 100, last + 1, 100):
+            walltime = start + seconds * (step - first) / (last - first)
+            writer.add_scalar("charts/episodic_return", step / 100, step, walltime=walltime)
+            writer.add_scalar("charts/SPS", 10.0, step, walltime=walltime)
+        writer.close()
+    meta = {"machine": "test, 2 cores", "commit": "abc", "jobs_at_once": 1, "threads_per_job": 1, "started": "now"}
+    (src / "meta.json").write_text(json.dumps(meta | {"command": "python benchmarks/run.py --name fake"}))
+    job = {"script": "dqn_atari.py", "env_id": "Fake-v0", "seed": 1, "variant": "x", "command": []}
+    job |= {"returncode": 143, "wall_s": 100.0, "peak_rss_mb": 1.0, "run_dir": str(run_dir), "log": "x.log"}
+    (src / "manifest.jsonl").write_text(json.dumps(job) + "\n")
+
+    stdout = run_bench(bench_copy, "report.py", "--name", "fake")
+    row = dict(
+        zip(report.HEAD, cells(next(line for line in stdout.splitlines() if line.startswith("| dqn"))), strict=True)
+    )
+    assert float(row["wall s"]) == pytest.approx(150, abs=2)  # both legs, not the manifest's first
+    assert float(row["SPS"]) == pytest.approx(1600 / 150, abs=0.6)
+    assert "Continued with --resume after a signal: Fake-v0 seed 1 in 2 legs" in stdout
+    assert "Stopped by a signal" not in stdout
 
 
 FAKE_SCRIPT = """
