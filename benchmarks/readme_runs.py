@@ -4,10 +4,11 @@ budget in every test run; these take from seconds (CartPole) to days (10M Atari 
 
 Each command runs as written, one at a time, from benchmarks/runs/readme_runs/ (its run folder lands there),
 with --no-progress appended. The table gives its exit status, wall time, the summary line's steps and training
-return (and success rate), and the evaluation line; --only picks the commands that hold a text.
+return (and success rate), and the evaluation line; --only picks the commands that hold any of its texts.
 
     python benchmarks/readme_runs.py --only reinforce.py              # the five REINFORCE commands
     python benchmarks/readme_runs.py --only dqn_per_her.py --record   # writes benchmarks/results/readme_runs/
+    python benchmarks/readme_runs.py --only gae-lambda torchrun NoVelocity   # A2C's CartPole commands
 """
 
 import argparse
@@ -46,14 +47,14 @@ def argv(command: str) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="only the commands that hold this text")
+    parser.add_argument("--only", nargs="*", default=[], help="only the commands that hold any of these texts")
     parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     args = parser.parse_args()
     cwd = ROOT / "benchmarks" / "runs" / "readme_runs"
     cwd.mkdir(parents=True, exist_ok=True)
     rows = []
     for command, comment in try_this():
-        if args.only not in command:
+        if args.only and not any(text in command for text in args.only):
             continue
         start = time.perf_counter()
         out = subprocess.run([*argv(command), "--no-progress"], cwd=cwd, capture_output=True, text=True, check=False)
@@ -69,7 +70,7 @@ def main():
     table = "| command | the README says | exit | wall s | steps | training (summary) | eval |\n"
     table += "|---|---|---|---|---|---|---|\n"
     folder = output_folder("readme_runs", args.record)
-    name = f"readme_runs{'-' + re.sub(r'[^A-Za-z0-9.]+', '_', args.only) if args.only else ''}.md"
+    name = "-".join(["readme_runs", *(re.sub(r"[^A-Za-z0-9.]+", "_", text) for text in args.only)]) + ".md"
     (folder / name).write_text(head + table + "\n".join(rows) + "\n")
     say_wrote(folder, [name], args.record)
 
