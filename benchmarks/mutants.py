@@ -197,10 +197,10 @@ MUTANTS = [
         [A2C + "test_one_update_hands_adam_the_gradients_of_the_a2c_loss"],
     ),
     (
-        "a2c-resume-end-from-the-update-count",
+        "a2c-resume-end-not-whole-updates",
         "actor_critic_gae.py",
         "end = global_step + max(args.total_timesteps - global_step, 0) // args.batch_size * args.batch_size",
-        "end = args.num_updates * args.batch_size",
+        "end = args.total_timesteps",
         [A2C + "test_a_run_resumed_under_another_number_of_processes_counts_its_steps"],
     ),
     (
@@ -884,7 +884,7 @@ MUTANTS = [
         "dqn_per_her.py",
         "if (fit := int(0.8 * memory // each)) < args.buffer_size:",
         "if (fit := int(0.8 * memory // each)) < 0:",
-        [SHARED + "test_bad_input_exits_2_naming_the_flag[dqn_per_her.py-flags51---buffer-size]"],
+        [SHARED + "test_bad_input_exits_2_naming_the_flag[dqn_per_her.py-flags50---buffer-size]"],
     ),
     (
         "loop-categories-as-numbers-reinforce",
@@ -1017,7 +1017,7 @@ MUTANTS = [
     (
         "loop-nested-run-folder",
         "dqn_atari.py",
-        "{args.env_id.replace('/', '-')}__",
+        "{re.sub('[/:]', '-', args.env_id)}__",
         "{args.env_id}__",
         [SHARED + "test_run_folders_are_flat_for_namespaced_ids"],
     ),
@@ -1045,8 +1045,8 @@ MUTANTS = [
     (
         "loop-env-id-error-without-gymnasiums-words",
         "dqn_per_her.py",
-        'fail("--env-id", str(e))',
-        'fail("--env-id", "unknown environment")',
+        'fail("--env-id", f"{e}" + (',
+        'fail("--env-id", "unknown environment" + (',
         [SHARED + "test_env_id_typos_get_gymnasiums_suggestion_in_one_line"],
     ),
     (
