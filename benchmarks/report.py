@@ -244,10 +244,9 @@ def main():
             sys.exit(f"error: job failed: {job['command']} (see {job['log']})")
         job["run_dir"] = str(src / "runs" / Path(job["run_dir"]).name)  # also when made on another machine
         groups[(script, env_id, variant)].append(job)
-    stopped = [f"{k[1]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (130, 143)]
     killed = [f"{k[1]} {k[2]} seed {k[3]}" for k, job in sorted(latest.items()) if job["returncode"] in (-2, -15)]
 
-    rows, curves, resumed = [], {}, []
+    rows, curves, resumed = [], {}, {}  # resumed: {job's key: what to say of it}
     for (script, env_id, variant), jobs in groups.items():
         per_seed = []
         for job in jobs:
@@ -260,8 +259,9 @@ def main():
             sps, wall, spans = s["charts/SPS"][-1, 1], job["wall_s"], legs(job["run_dir"])
             if len(spans) > 1:  # resumed after a signal: SPS and wall time over all legs
                 sps, wall = s["charts/SPS"][-1, 0] / sum(spans), sum(spans)
-                resumed.append(
-                    f"{env_id} seed {job['seed']} in {len(spans)} legs (its last episode ended at step {int(steps[-1]):,})"
+                last = f"its last episode ended at step {int(steps[-1]):,}"
+                resumed[(script, env_id, variant, job["seed"])] = (
+                    f"{env_id} seed {job['seed']} in {len(spans)} legs ({last})"
                 )
             per_seed.append(
                 {
@@ -327,12 +327,16 @@ def main():
         f"Commit: `{meta['commit']}`, started {meta['started']}.",
         f"Commands: `{meta['command']}` then `{report_cmd}`.",
     ]
+    stopped = [  # a run continued with --resume has its own line, with its legs
+        f"{k[1]} seed {k[3]}"
+        for k, job in sorted(latest.items())
+        if job["returncode"] in (130, 143) and k not in resumed
+    ]
     if resumed:
         lines.append(
-            f"Continued with --resume after a signal: {', '.join(resumed)}; SPS and wall time count every leg (the "
-            "span of each leg's events file), peak memory is the first leg's (the only one run.py measured)."
+            f"Continued with --resume after a signal: {', '.join(resumed.values())}; SPS and wall time count every "
+            "leg (the span of each leg's events file), peak memory is the first leg's (the only one run.py measured)."
         )
-        stopped = [x for x in stopped if not any(r.startswith(x + " ") for r in resumed)]
     if stopped:
         lines.append(f"Stopped by a signal before --total-timesteps (each wrote its checkpoint): {', '.join(stopped)}.")
     if killed:  # a signal after the training loop (the final evaluation): the curve is whole, the evaluation is not
